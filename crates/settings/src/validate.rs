@@ -1,0 +1,90 @@
+//! Pure checks of loaded settings: ranges and shapes, no network.
+
+use crate::Settings;
+use std::time::Duration;
+
+/// Largest packet MQTT can express (remaining length 268,435,455 plus header).
+pub const MQTT_MAX_PACKET: u64 = 268_435_460;
+
+/// Checks ranges; on failure returns the file key and the reason.
+pub fn validate(s: &Settings) -> Result<(), (&'static str, String)> {
+    let url = s.database_url.expose();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err((
+            "database_url",
+            "expected a URL starting with postgres:// or postgresql://".to_owned(),
+        ));
+    }
+    if s.instance_id.is_empty() {
+        return Err(("instance_id", "must not be empty".to_owned()));
+    }
+    if s.instance_id.len() > 64 {
+        return Err(("instance_id", "must be at most 64 characters".to_owned()));
+    }
+    let ka = s.keep_alive;
+    if ka < Duration::from_secs(5) || ka > Duration::from_secs(65_535) || ka.subsec_nanos() != 0 {
+        return Err((
+            "keep_alive",
+            "must be whole seconds from 5 to 65535 (MQTT 5 clients need at least 5 s)".to_owned(),
+        ));
+    }
+    for (key, value, min) in [
+        (
+            "shutdown_timeout",
+            s.shutdown_timeout,
+            Duration::from_millis(100),
+        ),
+        (
+            "monitor_interval",
+            s.monitor_interval,
+            Duration::from_secs(1),
+        ),
+        (
+            "connect_timeout",
+            s.connect_timeout,
+            Duration::from_millis(100),
+        ),
+        (
+            "reconnect_cooldown",
+            s.reconnect_cooldown,
+            Duration::from_secs(1),
+        ),
+    ] {
+        if value < min {
+            return Err((key, format!("must be at least {} ms", min.as_millis())));
+        }
+        if value > Duration::from_secs(86_400) {
+            return Err((key, "must be at most one day".to_owned()));
+        }
+    }
+    if s.takeover_window > Duration::from_secs(3_600) {
+        return Err((
+            "takeover_window",
+            "must be at most one hour (0 turns it off)".to_owned(),
+        ));
+    }
+    if s.max_packet_size.0 < 1_024 || s.max_packet_size.0 > MQTT_MAX_PACKET {
+        return Err((
+            "max_packet_size",
+            format!("must be from 1KiB to {MQTT_MAX_PACKET} bytes"),
+        ));
+    }
+    validate_status_topic(&s.status_topic).map_err(|e| ("status_topic", e))?;
+    Ok(())
+}
+
+fn validate_status_topic(template: &str) -> Result<(), String> {
+    if template.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if template.contains(['+', '#', '\0']) {
+        return Err(
+            "must not contain the wildcards + or # (it is a topic, not a filter)".to_owned(),
+        );
+    }
+    let rest = template.replace("{prefix}", "").replace("{name}", "");
+    if rest.contains(['{', '}']) {
+        return Err("only the placeholders {prefix} and {name} are known".to_owned());
+    }
+    Ok(())
+}
