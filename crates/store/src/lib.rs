@@ -1,1 +1,42 @@
-//! placeholder
+//! What is in the database: desired connections (`mqtt_connections`), the
+//! service's view of them (`mqtt_connection_state`, `mqtt_connection_events`),
+//! change notifications and the instance lock.
+//!
+//! Every query of the service lives here; other crates see typed rows and
+//! [`StoreError`], never SQL.
+
+mod connect;
+mod connections;
+mod listener;
+mod lock;
+mod state;
+
+pub use connect::{connect_options, database_address, wait_for_database};
+pub use connections::{ConnectionRow, load_connections};
+pub use listener::{CHANNEL, Change, ChangeListener};
+pub use lock::InstanceLock;
+pub use state::{EventRecord, StateRecord, mark_owned_stopped, write_batch};
+
+pub use sqlx::PgPool;
+
+/// The schema migrations in `migrations/` at the repository root.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await.map_err(StoreError::Migrate)
+}
+
+/// A database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A query or connection failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migrations: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The URL in DATABASE_URL cannot be used.
+    #[error("DATABASE_URL: {0}")]
+    Url(String),
+}

@@ -1,1 +1,25 @@
-//! placeholder
+//! The supervisor core: one [`ConnectionManager`](connection) actor per
+//! enabled `mqtt_connections` row, a [`Monitor`] that reconciles actors
+//! against the table, and the [`Recorder`] that writes their state back.
+//!
+//! Readers (health, metrics) look at [`Fleet`] snapshots and per-connection
+//! `watch` receivers; nothing here takes a global lock on a hot path.
+
+pub mod backoff;
+pub mod connection;
+pub mod fleet;
+mod link;
+pub mod monitor;
+mod plan;
+pub mod recorder;
+pub mod spec;
+pub mod state;
+mod tls;
+pub mod topic;
+
+pub use connection::{ConnectionCommand, ConnectionHandle};
+pub use fleet::{ConnectionView, Fleet};
+pub use monitor::{Monitor, MonitorOptions};
+pub use recorder::Recorder;
+pub use spec::{ConnectionSpec, InvalidRow, Protocol};
+pub use state::{ConnectionState, Status};

@@ -1,0 +1,112 @@
+//! The `ConnectionManager` actor: one task per enabled row that owns a
+//! rumqttc client and event loop and nothing shared.
+//!
+//! Lifecycle: `connecting` → (CONNACK) `connected`: publish retained
+//! `online`, subscribe; on loss → `disconnected` with jittered backoff
+//! (1 s doubling to 60 s); on refusal → `error`, retried every 60 s; on a
+//! takeover (a broker close within the takeover window after CONNACK, or
+//! MQTT 5 DISCONNECT 0x8E) → `cooldown`, during which the event loop is not
+//! polled at all, since polling would reconnect and kick the other client.
+//!
+//! Stopping: cancelling the actor's token (shutdown, row disabled or changed)
+//! or [`ConnectionCommand::Stop`]. A graceful stop while connected publishes
+//! retained `offline` (a clean DISCONNECT suppresses the Will, so this is
+//! what tells subscribers), queues DISCONNECT and polls until it is written,
+//! bounded by the connect timeout. The last state is always `stopped`.
+//!
+//! Readers get the state through a `watch` receiver and never wait on the
+//! actor; the [`Recorder`] writes changes to the database.
+
+mod run;
+
+use crate::recorder::Recorder;
+use crate::spec::ConnectionSpec;
+use crate::state::{ConnectionState, Status};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Requests to a connection actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionCommand {
+    /// Stop. `graceful`: publish `offline` and DISCONNECT; otherwise drop the
+    /// socket as a crash would, so the broker publishes the Will.
+    Stop {
+        /// Say goodbye first.
+        graceful: bool,
+    },
+}
+
+/// Handle to a running connection actor; cheap to clone.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    spec: Arc<ConnectionSpec>,
+    commands: mpsc::Sender<ConnectionCommand>,
+    state: watch::Receiver<ConnectionState>,
+    token: CancellationToken,
+}
+
+impl ConnectionHandle {
+    /// Spawns the actor for `spec` into `tasks`. It stops when `parent` is
+    /// cancelled, when [`ConnectionHandle::stop`] is called, or on a command.
+    pub fn spawn(
+        spec: ConnectionSpec,
+        recorder: Recorder,
+        parent: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) -> (ConnectionHandle, AbortHandle) {
+        let spec = Arc::new(spec);
+        let (commands_tx, commands_rx) = mpsc::channel(4);
+        let (state_tx, state_rx) = watch::channel(ConnectionState::starting());
+        let token = parent.child_token();
+        let span = tracing::info_span!(
+            "connection",
+            connection = %spec.name,
+            client_id = %spec.client_id,
+        );
+        let manager = run::ConnectionManager::new(
+            spec.clone(),
+            recorder,
+            state_tx,
+            commands_rx,
+            token.clone(),
+        );
+        let abort = tasks.spawn(manager.run().instrument(span));
+        let handle = ConnectionHandle {
+            spec,
+            commands: commands_tx,
+            state: state_rx,
+            token,
+        };
+        (handle, abort)
+    }
+
+    /// The configuration the actor runs with.
+    pub fn spec(&self) -> &Arc<ConnectionSpec> {
+        &self.spec
+    }
+
+    /// A receiver of the actor's state.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.state.clone()
+    }
+
+    /// Asks for a graceful stop; returns at once.
+    pub fn stop(&self) {
+        self.token.cancel();
+    }
+
+    /// Sends a command; false when the actor is gone or busy.
+    pub fn send(&self, command: ConnectionCommand) -> bool {
+        self.commands.try_send(command).is_ok()
+    }
+
+    /// Waits until the actor reports `stopped` (or is gone).
+    pub async fn stopped(&self) {
+        let mut rx = self.state.clone();
+        // An error means the actor is gone, which is stopped too.
+        let _ = rx.wait_for(|s| s.status == Status::Stopped).await;
+    }
+}

@@ -1,0 +1,342 @@
+//! The actor's task: the connect / serve / back off loop.
+
+use super::ConnectionCommand;
+use crate::backoff::Backoff;
+use crate::link::{Link, LinkError, LinkEvent};
+use crate::recorder::Recorder;
+use crate::spec::ConnectionSpec;
+use crate::state::{ConnectionState, Status};
+use chrono::Utc;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Pause before retrying after a refusal or a TLS failure: such errors last,
+/// and a broker must never be hammered with bad credentials.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
+/// Why the serve loop ended.
+enum Ending {
+    Stop { graceful: bool },
+    Lost(LinkError),
+}
+
+pub(super) struct ConnectionManager {
+    spec: Arc<ConnectionSpec>,
+    recorder: Recorder,
+    state: watch::Sender<ConnectionState>,
+    commands: mpsc::Receiver<ConnectionCommand>,
+    token: CancellationToken,
+    takeovers_in_a_row: u32,
+    failures_in_a_row: u32,
+    oversized: u64,
+}
+
+impl ConnectionManager {
+    pub(super) fn new(
+        spec: Arc<ConnectionSpec>,
+        recorder: Recorder,
+        state: watch::Sender<ConnectionState>,
+        commands: mpsc::Receiver<ConnectionCommand>,
+        token: CancellationToken,
+    ) -> Self {
+        ConnectionManager {
+            spec,
+            recorder,
+            state,
+            commands,
+            token,
+            takeovers_in_a_row: 0,
+            failures_in_a_row: 0,
+            oversized: 0,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut link = match Link::new(&self.spec) {
+            Ok(link) => link,
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(error = %reason, "Cannot set up the connection; fix the row to retry.");
+                self.set(Status::Error, &reason, |s| {
+                    s.last_error = Some(reason.clone())
+                });
+                // Only a stop ends the wait; either kind is fine here.
+                let _stopped = self.until_stopped(std::future::pending::<()>()).await;
+                return self.finish();
+            }
+        };
+        let mut backoff = Backoff::for_reconnects();
+        let mut connected_before = false;
+        loop {
+            // Retries after a failure stay `disconnected`/`error` (with the
+            // retry in the detail) so that a long outage is not a stream of
+            // connecting/disconnected rows in the history.
+            let status = self.state.borrow().status;
+            if !matches!(
+                status,
+                Status::Connecting | Status::Disconnected | Status::Error
+            ) {
+                let detail = format!("connecting to {}", self.spec.broker());
+                self.set(Status::Connecting, &detail, |s| {
+                    s.connected_since = None;
+                    s.cooldown_until = None;
+                });
+            }
+            let attempt = tokio::time::timeout(self.spec.connect_timeout, link.poll());
+            let outcome = match self.until_stopped(attempt).await {
+                Err(_) => return self.finish(),
+                Ok(Ok(Ok(LinkEvent::ConnAck))) => None,
+                Ok(Ok(Ok(_))) => continue,
+                Ok(Ok(Err(e))) => Some(e),
+                Ok(Err(_elapsed)) => Some(LinkError::ConnectTimeout),
+            };
+            if let Some(error) = outcome {
+                if !self.after_failure(error, &mut backoff).await {
+                    return self.finish();
+                }
+                continue;
+            }
+
+            let connected_at = Instant::now();
+            if connected_before {
+                self.state.send_modify(|s| s.reconnects += 1);
+            }
+            connected_before = true;
+            backoff.reset();
+            self.announce(&link);
+            if self.failures_in_a_row > 0 || self.takeovers_in_a_row > 0 {
+                tracing::info!(broker = %self.spec.broker(), "Connected again.");
+            } else {
+                tracing::info!(broker = %self.spec.broker(), "Connected.");
+            }
+            self.failures_in_a_row = 0;
+            self.set(Status::Connected, "connected", |s| {
+                s.connected_since = Some(Utc::now());
+                s.cooldown_until = None;
+            });
+
+            match self.serve(&mut link).await {
+                Ending::Stop { graceful } => {
+                    if graceful {
+                        self.goodbye(&mut link).await;
+                    }
+                    return self.finish();
+                }
+                Ending::Lost(error) => {
+                    let up_for = connected_at.elapsed();
+                    let takeover = error == LinkError::TakenOver
+                        || (matches!(error, LinkError::ClosedByBroker(_))
+                            && up_for < self.spec.takeover_window);
+                    let go_on = if takeover {
+                        self.cool_down(up_for, &error).await
+                    } else {
+                        self.takeovers_in_a_row = 0;
+                        self.after_failure(error, &mut backoff).await
+                    };
+                    if !go_on {
+                        return self.finish();
+                    }
+                }
+            }
+        }
+    }
+
+    /// After CONNACK: retained `online`, then the subscriptions (lost with a
+    /// clean session, so sent after every CONNACK).
+    fn announce(&self, link: &Link) {
+        if let Some(topic) = &self.spec.status_topic
+            && let Err(e) = link.publish_status(topic, "online")
+        {
+            tracing::warn!(error = %e, "Could not queue the `online` status.");
+        }
+        if let Err(e) = link.subscribe(&self.spec.subscriptions) {
+            tracing::warn!(error = %e, "Could not queue the subscriptions.");
+        }
+    }
+
+    /// Polls while connected, until the connection ends or a stop arrives.
+    async fn serve(&mut self, link: &mut Link) -> Ending {
+        loop {
+            let event = tokio::select! {
+                () = self.token.cancelled() => return Ending::Stop { graceful: true },
+                // With every handle dropped the channel is closed; the token
+                // still stops the actor.
+                Some(command) = self.commands.recv(), if !self.commands.is_closed() => match command {
+                    ConnectionCommand::Stop { graceful } => return Ending::Stop { graceful },
+                },
+                event = link.poll() => event,
+            };
+            match event {
+                Ok(LinkEvent::Message { topic, len }) => {
+                    if len > self.spec.max_packet_size as usize {
+                        self.oversized += 1;
+                        tracing::warn!(
+                            topic = %topic, bytes = len, limit = self.spec.max_packet_size,
+                            dropped_total = self.oversized,
+                            "Dropped a message larger than MQTT_MAX_PACKET_SIZE."
+                        );
+                    }
+                }
+                Ok(LinkEvent::SubAck { refused }) if refused > 0 => {
+                    tracing::warn!(
+                        refused, filters = ?self.spec.subscriptions,
+                        "Broker refused {refused} subscription(s); check the broker's ACL."
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return Ending::Lost(e),
+            }
+        }
+    }
+
+    /// Retained `offline`, then DISCONNECT; polls until it is written.
+    async fn goodbye(&mut self, link: &mut Link) {
+        if let Some(topic) = &self.spec.status_topic
+            && let Err(e) = link.publish_status(topic, "offline")
+        {
+            tracing::warn!(error = %e, "Could not queue the `offline` status.");
+        }
+        if let Err(e) = link.disconnect() {
+            tracing::warn!(error = %e, "Could not queue DISCONNECT; dropping the connection.");
+            return;
+        }
+        let drain = async {
+            loop {
+                match link.poll().await {
+                    Ok(LinkEvent::DisconnectSent) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        };
+        match tokio::time::timeout(self.spec.connect_timeout, drain).await {
+            Ok(true) => tracing::debug!("Disconnected cleanly."),
+            Ok(false) => tracing::debug!("Connection ended before DISCONNECT was written."),
+            Err(_) => tracing::warn!("DISCONNECT not written within the connect timeout."),
+        }
+    }
+
+    /// Handles a failed attempt or a lost connection; false when stopped meanwhile.
+    async fn after_failure(&mut self, error: LinkError, backoff: &mut Backoff) -> bool {
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        let reason = error.to_string();
+        let lasting = matches!(error, LinkError::Refused(_) | LinkError::Tls(_));
+        let (status, delay) = if lasting {
+            (Status::Error, REFUSED_RETRY)
+        } else {
+            (Status::Disconnected, backoff.next_delay())
+        };
+        let detail = format!("{reason}; retrying in {:.1} s", delay.as_secs_f64());
+        let first = self.failures_in_a_row == 1;
+        match (lasting, first) {
+            (true, true) => tracing::error!(
+                broker = %self.spec.broker(), error = %reason,
+                "Broker refused the connection; retrying every {} s.", REFUSED_RETRY.as_secs()
+            ),
+            (false, true) => tracing::warn!(
+                broker = %self.spec.broker(), error = %reason,
+                "Connection failed; retrying in {:.1} s.", delay.as_secs_f64()
+            ),
+            (_, false) => tracing::info!(
+                broker = %self.spec.broker(), error = %reason, attempt = self.failures_in_a_row,
+                "Still failing; retrying in {:.1} s.", delay.as_secs_f64()
+            ),
+        }
+        self.set(status, &detail, |s| {
+            s.last_error = Some(reason.clone());
+            s.connected_since = None;
+        });
+        self.until_stopped(tokio::time::sleep(delay)).await.is_ok()
+    }
+
+    /// Another client holds our client ID: stay away for the cooldown, without
+    /// polling. False when stopped meanwhile.
+    async fn cool_down(&mut self, up_for: Duration, error: &LinkError) -> bool {
+        self.takeovers_in_a_row = self.takeovers_in_a_row.saturating_add(1);
+        let cooldown = self.spec.reconnect_cooldown;
+        let detail = if *error == LinkError::TakenOver {
+            format!(
+                "broker reports the session was taken over (0x8E): another client uses client ID {}; cooling down {} s",
+                self.spec.client_id,
+                cooldown.as_secs()
+            )
+        } else {
+            format!(
+                "broker closed the connection {:.1} s after connect — likely a duplicate client ID; cooling down {} s",
+                up_for.as_secs_f64(),
+                cooldown.as_secs()
+            )
+        };
+        if self.takeovers_in_a_row == 1 {
+            tracing::warn!(broker = %self.spec.broker(), "{}.", capitalise(&detail));
+        } else {
+            tracing::debug!(
+                takeovers = self.takeovers_in_a_row,
+                "Taken over again; cooling down {} s.",
+                cooldown.as_secs()
+            );
+        }
+        let until = Utc::now() + cooldown;
+        self.set(Status::Cooldown, &detail, |s| {
+            s.connected_since = None;
+            s.cooldown_until = Some(until);
+            s.last_error = Some(detail.clone());
+        });
+        self.until_stopped(tokio::time::sleep(cooldown))
+            .await
+            .is_ok()
+    }
+
+    /// Runs `fut` unless a stop arrives first (`Err(graceful)`).
+    async fn until_stopped<F: Future>(&mut self, fut: F) -> Result<F::Output, bool> {
+        tokio::select! {
+            () = self.token.cancelled() => Err(true),
+            command = self.commands.recv(), if !self.commands.is_closed() => match command {
+                Some(ConnectionCommand::Stop { graceful }) => Err(graceful),
+                None => Err(true),
+            },
+            out = fut => Ok(out),
+        }
+    }
+
+    /// Publishes a new state; records it when the status or error changed.
+    fn set(&self, status: Status, detail: &str, edit: impl FnOnce(&mut ConnectionState)) {
+        let mut changed = false;
+        self.state.send_modify(|s| {
+            let before = (s.status, s.last_error.clone(), s.reconnects);
+            s.status = status;
+            s.detail = detail.to_owned();
+            edit(s);
+            changed = before != (s.status, s.last_error.clone(), s.reconnects);
+        });
+        if changed {
+            let snapshot = self.state.borrow().clone();
+            self.recorder.record(
+                self.spec.id,
+                &self.spec.name,
+                &self.spec.client_id,
+                &snapshot,
+            );
+        }
+    }
+
+    fn finish(self) {
+        self.set(Status::Stopped, "stopped", |s| {
+            s.connected_since = None;
+            s.cooldown_until = None;
+        });
+        tracing::debug!("Connection actor stopped.");
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,37 @@
+//! What readers (health, metrics, dashboard) see of all connections: a
+//! snapshot the monitor publishes through `watch` after every reconcile.
+
+use crate::state::ConnectionState;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// One connection as readers see it.
+#[derive(Clone)]
+pub struct ConnectionView {
+    /// Row id.
+    pub id: i64,
+    /// Row name.
+    pub name: String,
+    /// Client ID.
+    pub client_id: String,
+    /// `host:port`.
+    pub broker: String,
+    /// Live state (for an invalid row, a fixed `error`).
+    pub state: watch::Receiver<ConnectionState>,
+}
+
+/// All connections of the process.
+#[derive(Clone, Default)]
+pub struct Fleet {
+    /// True once the first reconcile ran and until shutdown begins.
+    pub running: bool,
+    /// Rows in the table, enabled or not (as of the last successful load).
+    pub total_rows: usize,
+    /// Enabled rows, valid or not.
+    pub enabled_rows: usize,
+    /// One view per enabled row, ordered by id.
+    pub connections: Vec<ConnectionView>,
+}
+
+/// Receiver side of the fleet snapshot.
+pub type FleetWatch = watch::Receiver<Arc<Fleet>>;

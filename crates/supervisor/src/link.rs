@@ -1,0 +1,362 @@
+//! One rumqttc client and event loop, MQTT 3.1.1 or 5, behind one small
+//! interface that speaks our words: [`LinkEvent`] and [`LinkError`].
+//!
+//! rumqttc's option structs print passwords in Debug: they never leave this
+//! module and are never formatted.
+
+use crate::spec::{ConnectionSpec, Protocol};
+use crate::tls;
+use rumqttc::v5;
+use std::io;
+use std::time::Duration;
+
+/// Largest packet MQTT can carry; rumqttc 3.1.1 drops the connection on a
+/// larger one than its limit, so the wire limit is the protocol's and the
+/// setting is enforced by the actor (a flapping connection helps no one).
+const V4_WIRE_LIMIT: usize = 268_435_460;
+
+/// Requests waiting for the event loop (online, subscribe, offline, disconnect).
+const REQUEST_CAPACITY: usize = 16;
+
+/// At most this many unacknowledged QoS 1 publishes. rumqttc's MQTT 5 default
+/// pre-allocates 65,536 slots (about 14 MB per client).
+const INFLIGHT: u16 = 32;
+
+/// Something the event loop reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// CONNACK with success.
+    ConnAck,
+    /// A PUBLISH arrived.
+    Message { topic: String, len: usize },
+    /// SUBACK; `refused` filters were rejected.
+    SubAck { refused: usize },
+    /// Our DISCONNECT was written.
+    DisconnectSent,
+    /// Anything else (acks, pings, outgoing packets).
+    Other,
+}
+
+/// Why the connection is gone (or never came up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// CONNACK refused; the reason in words.
+    Refused(String),
+    /// TLS failed (certificate, handshake): a lasting error.
+    Tls(String),
+    /// MQTT 5 DISCONNECT 0x8E: another client took our client ID.
+    TakenOver,
+    /// The broker closed the socket (or sent a DISCONNECT) without saying why.
+    ClosedByBroker(String),
+    /// No PINGRESP within the keep-alive: broker or network frozen.
+    KeepAliveTimeout,
+    /// No CONNACK within the connect timeout.
+    ConnectTimeout,
+    /// A packet larger than rumqttc's limit; the connection was dropped.
+    TooLarge(usize),
+    /// Anything else on the network (refused, unreachable, DNS, reset).
+    Network(String),
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::Refused(why) => write!(f, "broker refused the connection: {why}"),
+            LinkError::Tls(why) => write!(f, "TLS: {why}"),
+            LinkError::TakenOver => f.write_str("session taken over by another client (0x8E)"),
+            LinkError::ClosedByBroker(why) => write!(f, "broker closed the connection ({why})"),
+            LinkError::KeepAliveTimeout => f.write_str("no answer to keep-alive ping"),
+            LinkError::ConnectTimeout => f.write_str("no CONNACK within the connect timeout"),
+            LinkError::TooLarge(n) => write!(f, "packet of {n} bytes exceeds the limit"),
+            LinkError::Network(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A client and its event loop.
+pub enum Link {
+    V4(rumqttc::AsyncClient, rumqttc::EventLoop),
+    V5(v5::AsyncClient, v5::EventLoop),
+}
+
+fn timeout_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl Link {
+    /// Builds the client for `spec`; nothing is sent until the first poll.
+    pub fn new(spec: &ConnectionSpec) -> Result<Link, LinkError> {
+        let tls = match &spec.tls {
+            Some(ca) => Some(tls::client_config(ca.as_deref()).map_err(LinkError::Tls)?),
+            None => None,
+        };
+        let user = spec.username.clone();
+        let pass = spec.password.as_ref().map(|p| p.expose().to_owned());
+        Ok(match spec.protocol {
+            Protocol::V311 => {
+                let mut o = rumqttc::MqttOptions::new(&spec.client_id, &spec.host, spec.port);
+                o.set_keep_alive(spec.keep_alive)
+                    .set_clean_session(spec.clean_session)
+                    .set_max_packet_size(V4_WIRE_LIMIT, spec.max_packet_size as usize)
+                    .set_inflight(INFLIGHT)
+                    .set_request_channel_capacity(REQUEST_CAPACITY);
+                if let Some(u) = user {
+                    o.set_credentials(u, pass.unwrap_or_default());
+                }
+                if let Some(topic) = &spec.status_topic {
+                    o.set_last_will(rumqttc::LastWill::new(
+                        topic,
+                        "offline",
+                        rumqttc::QoS::AtLeastOnce,
+                        true,
+                    ));
+                }
+                if let Some(cfg) = tls {
+                    o.set_transport(rumqttc::Transport::tls_with_config(
+                        rumqttc::TlsConfiguration::Rustls(cfg),
+                    ));
+                }
+                let (client, mut events) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+                let mut net = rumqttc::NetworkOptions::new();
+                net.set_connection_timeout(timeout_secs(spec.connect_timeout));
+                events.set_network_options(net);
+                Link::V4(client, events)
+            }
+            Protocol::V5 => {
+                let mut o = v5::MqttOptions::new(&spec.client_id, &spec.host, spec.port);
+                o.set_keep_alive(spec.keep_alive)
+                    .set_clean_start(spec.clean_session)
+                    .set_connection_timeout(timeout_secs(spec.connect_timeout))
+                    .set_outgoing_inflight_upper_limit(INFLIGHT)
+                    .set_request_channel_capacity(REQUEST_CAPACITY);
+                // Asks the broker not to send anything larger (MQTT 5 honours it).
+                o.set_max_packet_size(Some(spec.max_packet_size));
+                if let Some(u) = user {
+                    o.set_credentials(u, pass.unwrap_or_default());
+                }
+                if let Some(topic) = &spec.status_topic {
+                    o.set_last_will(v5::mqttbytes::v5::LastWill::new(
+                        topic,
+                        "offline",
+                        v5::mqttbytes::QoS::AtLeastOnce,
+                        true,
+                        None,
+                    ));
+                }
+                if let Some(cfg) = tls {
+                    o.set_transport(rumqttc::Transport::tls_with_config(
+                        rumqttc::TlsConfiguration::Rustls(cfg),
+                    ));
+                }
+                let (client, events) = v5::AsyncClient::new(o, REQUEST_CAPACITY);
+                Link::V5(client, events)
+            }
+        })
+    }
+
+    /// Drives the event loop one step. After an error the next call
+    /// reconnects at once: callers back off first.
+    pub async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
+        match self {
+            Link::V4(_, events) => match events.poll().await {
+                Ok(e) => Ok(map_v4_event(e)),
+                Err(e) => Err(map_v4_error(e)),
+            },
+            Link::V5(_, events) => match events.poll().await {
+                Ok(e) => Ok(map_v5_event(e)),
+                Err(e) => Err(map_v5_error(e)),
+            },
+        }
+    }
+
+    /// Queues a retained status message (QoS 1). Never waits: a full request
+    /// queue is reported, not awaited.
+    pub fn publish_status(&self, topic: &str, payload: &'static str) -> Result<(), String> {
+        match self {
+            Link::V4(c, _) => c
+                .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, payload)
+                .map_err(|e| e.to_string()),
+            Link::V5(c, _) => c
+                .try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, true, payload)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Queues one SUBSCRIBE (QoS 1) for all `filters`.
+    pub fn subscribe(&self, filters: &[String]) -> Result<(), String> {
+        if filters.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Link::V4(c, _) => c
+                .try_subscribe_many(
+                    filters.iter().map(|f| {
+                        rumqttc::SubscribeFilter::new(f.clone(), rumqttc::QoS::AtLeastOnce)
+                    }),
+                )
+                .map_err(|e| e.to_string()),
+            Link::V5(c, _) => c
+                .try_subscribe_many(filters.iter().map(|f| {
+                    v5::mqttbytes::v5::Filter::new(f.clone(), v5::mqttbytes::QoS::AtLeastOnce)
+                }))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Queues a DISCONNECT; keep polling until [`LinkEvent::DisconnectSent`].
+    pub fn disconnect(&self) -> Result<(), String> {
+        match self {
+            Link::V4(c, _) => c.try_disconnect().map_err(|e| e.to_string()),
+            Link::V5(c, _) => c.try_disconnect().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+fn map_v4_event(e: rumqttc::Event) -> LinkEvent {
+    use rumqttc::{Event, Incoming, Outgoing, SubscribeReasonCode};
+    match e {
+        Event::Incoming(Incoming::ConnAck(_)) => LinkEvent::ConnAck,
+        Event::Incoming(Incoming::Publish(p)) => LinkEvent::Message {
+            topic: p.topic,
+            len: p.payload.len(),
+        },
+        Event::Incoming(Incoming::SubAck(s)) => LinkEvent::SubAck {
+            refused: s
+                .return_codes
+                .iter()
+                .filter(|c| matches!(c, SubscribeReasonCode::Failure))
+                .count(),
+        },
+        Event::Outgoing(Outgoing::Disconnect) => LinkEvent::DisconnectSent,
+        _ => LinkEvent::Other,
+    }
+}
+
+fn map_v5_event(e: v5::Event) -> LinkEvent {
+    use rumqttc::Outgoing;
+    use v5::Event;
+    use v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+    match e {
+        Event::Incoming(Packet::ConnAck(_)) => LinkEvent::ConnAck,
+        Event::Incoming(Packet::Publish(p)) => LinkEvent::Message {
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            len: p.payload.len(),
+        },
+        Event::Incoming(Packet::SubAck(s)) => LinkEvent::SubAck {
+            refused: s
+                .return_codes
+                .iter()
+                .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                .count(),
+        },
+        Event::Outgoing(Outgoing::Disconnect) => LinkEvent::DisconnectSent,
+        _ => LinkEvent::Other,
+    }
+}
+
+fn map_io(e: &io::Error) -> LinkError {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+            LinkError::ClosedByBroker(e.kind().to_string())
+        }
+        ConnectionRefused => LinkError::Network("connection refused".to_owned()),
+        TimedOut => LinkError::Network("network timeout".to_owned()),
+        _ => LinkError::Network(e.to_string()),
+    }
+}
+
+fn map_v4_error(e: rumqttc::ConnectionError) -> LinkError {
+    use rumqttc::{ConnectionError as E, StateError as S};
+    match e {
+        E::ConnectionRefused(code) => LinkError::Refused(v4_refusal(code).to_owned()),
+        E::NetworkTimeout => LinkError::ConnectTimeout,
+        E::FlushTimeout => LinkError::Network("write to the broker timed out".to_owned()),
+        E::Tls(t) => LinkError::Tls(t.to_string()),
+        E::Io(io) => map_io(&io),
+        E::MqttState(S::ConnectionAborted) => {
+            LinkError::ClosedByBroker("connection closed by peer".to_owned())
+        }
+        E::MqttState(S::Io(io)) => map_io(&io),
+        E::MqttState(S::AwaitPingResp) => LinkError::KeepAliveTimeout,
+        E::MqttState(S::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(n))) => {
+            LinkError::TooLarge(n)
+        }
+        E::NotConnAck(p) => LinkError::Network(format!("expected CONNACK, got {p:?}")),
+        other => LinkError::Network(other.to_string()),
+    }
+}
+
+fn map_v5_error(e: v5::ConnectionError) -> LinkError {
+    use v5::mqttbytes::v5::DisconnectReasonCode as D;
+    use v5::{ConnectionError as E, StateError as S};
+    match e {
+        E::ConnectionRefused(code) => LinkError::Refused(v5_refusal(code)),
+        E::MqttState(S::ConnFail { reason }) => LinkError::Refused(v5_refusal(reason)),
+        E::Timeout(_) => LinkError::ConnectTimeout,
+        E::Tls(t) => LinkError::Tls(t.to_string()),
+        E::Io(io) => map_io(&io),
+        E::MqttState(S::ConnectionAborted) => {
+            LinkError::ClosedByBroker("connection closed by peer".to_owned())
+        }
+        E::MqttState(S::Io(io)) => map_io(&io),
+        E::MqttState(S::AwaitPingResp) => LinkError::KeepAliveTimeout,
+        E::MqttState(S::IncomingPacketTooLarge { pkt_size, .. }) => LinkError::TooLarge(pkt_size),
+        E::MqttState(S::ServerDisconnect {
+            reason_code: D::SessionTakenOver,
+            ..
+        }) => LinkError::TakenOver,
+        E::MqttState(S::ServerDisconnect {
+            reason_code,
+            reason_string,
+        }) => LinkError::ClosedByBroker(format!(
+            "DISCONNECT {reason_code:?}{}",
+            reason_string.map(|s| format!(": {s}")).unwrap_or_default()
+        )),
+        E::NotConnAck(p) => LinkError::Network(format!("expected CONNACK, got {p:?}")),
+        other => LinkError::Network(other.to_string()),
+    }
+}
+
+fn v4_refusal(code: rumqttc::ConnectReturnCode) -> &'static str {
+    use rumqttc::ConnectReturnCode as C;
+    match code {
+        C::Success => "success (unexpected refusal)",
+        C::RefusedProtocolVersion => "unacceptable protocol version",
+        C::BadClientId => "client identifier rejected",
+        C::ServiceUnavailable => "server unavailable",
+        C::BadUserNamePassword => "bad user name or password",
+        C::NotAuthorized => "not authorised",
+    }
+}
+
+fn v5_refusal(code: v5::mqttbytes::v5::ConnectReturnCode) -> String {
+    use v5::mqttbytes::v5::ConnectReturnCode as C;
+    let words = match code {
+        C::Success => "success (unexpected refusal)",
+        C::RefusedProtocolVersion | C::UnsupportedProtocolVersion => {
+            "unacceptable protocol version"
+        }
+        C::BadClientId | C::ClientIdentifierNotValid => "client identifier rejected",
+        C::ServiceUnavailable | C::ServerUnavailable => "server unavailable",
+        C::BadUserNamePassword => "bad user name or password",
+        C::NotAuthorized => "not authorised",
+        C::ServerBusy => "server busy",
+        C::Banned => "banned",
+        C::BadAuthenticationMethod => "bad authentication method",
+        C::TopicNameInvalid => "topic name invalid",
+        C::PacketTooLarge => "packet too large",
+        C::QuotaExceeded => "quota exceeded",
+        C::PayloadFormatInvalid => "payload format invalid",
+        C::RetainNotSupported => "retain not supported",
+        C::QoSNotSupported => "QoS not supported",
+        C::UseAnotherServer => "use another server",
+        C::ServerMoved => "server moved",
+        C::ConnectionRateExceeded => "connection rate exceeded",
+        C::UnspecifiedError => "unspecified error",
+        C::MalformedPacket => "malformed packet",
+        C::ProtocolError => "protocol error",
+        C::ImplementationSpecificError => "implementation-specific error",
+    };
+    words.to_owned()
+}

@@ -1,0 +1,369 @@
+//! The monitor reconciles connection actors against `mqtt_connections`.
+//!
+//! Every `MQTT_MONITOR_INTERVAL`, and at once when the LISTEN task hears
+//! `mqtt_connections_changed`, it loads the rows, validates the enabled ones
+//! and applies the [`plan`](crate::plan): start new rows, stop disabled,
+//! deleted or now-invalid ones (gracefully: `offline` first), restart changed
+//! ones (the old actor has said goodbye before the new one connects, so the
+//! retained status ends `online`), revive actors that panicked (with backoff).
+//!
+//! Actors live in a `JoinSet`; a panic is logged with the connection's
+//! identity and never reaches the process. If the database is unreachable
+//! the running actors stay up and the monitor retries with backoff.
+//!
+//! Shutdown: when the token is cancelled every actor (a child token) says
+//! goodbye in parallel; [`Monitor::run`] waits for them until the deadline it
+//! was given and aborts the rest.
+
+mod listen;
+
+use crate::backoff::Backoff;
+use crate::connection::ConnectionHandle;
+use crate::fleet::{ConnectionView, Fleet, FleetWatch};
+use crate::plan::plan;
+use crate::recorder::Recorder;
+use crate::spec::{ConnectionSpec, InvalidRow};
+use crate::state::ConnectionState;
+use futures_util::future::join_all;
+use settings::Settings;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use store::PgPool;
+use tokio::sync::{Notify, watch};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How the monitor is set up.
+#[derive(Clone)]
+pub struct MonitorOptions {
+    /// Effective settings.
+    pub settings: Arc<Settings>,
+}
+
+/// What the shutdown achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Actors running when shutdown began.
+    pub connections: usize,
+    /// Actors that had not finished by the deadline and were dropped.
+    pub abandoned: usize,
+}
+
+struct Actor {
+    handle: ConnectionHandle,
+    abort: AbortHandle,
+}
+
+struct Invalid {
+    row: InvalidRow,
+    state: watch::Receiver<ConnectionState>,
+}
+
+/// The reconciler; owns every actor.
+pub struct Monitor {
+    pool: PgPool,
+    settings: Arc<Settings>,
+    recorder: Recorder,
+    token: CancellationToken,
+    fleet: watch::Sender<Arc<Fleet>>,
+    wake: Arc<Notify>,
+    tasks: JoinSet<()>,
+    actors: HashMap<i64, Actor>,
+    invalid: HashMap<i64, Invalid>,
+    desired: Vec<Result<ConnectionSpec, InvalidRow>>,
+    revive: HashMap<i64, (Instant, Backoff)>,
+    counts: (usize, usize),
+    db_backoff: Backoff,
+    db_failing: bool,
+}
+
+impl Monitor {
+    /// A monitor that stops when `token` is cancelled.
+    pub fn new(
+        pool: PgPool,
+        options: MonitorOptions,
+        recorder: Recorder,
+        token: CancellationToken,
+    ) -> Self {
+        let interval = options.settings.monitor_interval;
+        Monitor {
+            pool,
+            settings: options.settings,
+            recorder,
+            token,
+            fleet: watch::channel(Arc::new(Fleet::default())).0,
+            wake: Arc::new(Notify::new()),
+            tasks: JoinSet::new(),
+            actors: HashMap::new(),
+            invalid: HashMap::new(),
+            desired: Vec::new(),
+            revive: HashMap::new(),
+            counts: (0, 0),
+            db_backoff: Backoff::new(Duration::from_secs(1), interval),
+            db_failing: false,
+        }
+    }
+
+    /// Snapshots for readers; `running` turns true after the first reconcile.
+    pub fn fleet(&self) -> FleetWatch {
+        self.fleet.subscribe()
+    }
+
+    /// Runs until the token is cancelled, then shuts every actor down and
+    /// waits for them until `deadline` (computed from the cancel instant).
+    pub async fn run(mut self, shutdown_budget: impl Fn() -> Duration) -> ShutdownReport {
+        let listener = tokio::spawn(listen::run(
+            self.pool.clone(),
+            self.wake.clone(),
+            self.token.child_token(),
+        ));
+        let mut next_due = Instant::now();
+        loop {
+            let revive_due = self.revive.values().map(|(at, _)| *at).min();
+            let due = revive_due.map_or(next_due, |r| r.min(next_due));
+            tokio::select! {
+                biased;
+                () = self.token.cancelled() => break,
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.on_exit(joined);
+                }
+                () = self.wake.notified() => next_due = self.reconcile().await,
+                () = tokio::time::sleep_until(due) => next_due = self.reconcile().await,
+            }
+        }
+        listener.abort();
+        self.shutdown(shutdown_budget()).await
+    }
+
+    /// Loads rows and applies the plan; returns when the next reconcile is due.
+    async fn reconcile(&mut self) -> Instant {
+        let next = match store::load_connections(&self.pool).await {
+            Ok(rows) => {
+                if self.db_failing {
+                    tracing::info!("Database is reachable again; connections reconciled.");
+                    self.db_failing = false;
+                }
+                self.db_backoff.reset();
+                self.counts = (rows.len(), rows.iter().filter(|r| r.is_enabled).count());
+                self.desired = rows
+                    .iter()
+                    .filter(|r| r.is_enabled)
+                    .map(|r| ConnectionSpec::from_row(r, &self.settings))
+                    .collect();
+                Instant::now() + self.settings.monitor_interval
+            }
+            Err(e) => {
+                let delay = self.db_backoff.ceiling();
+                self.db_backoff.next_delay();
+                if self.db_failing {
+                    tracing::info!(error = %e, "Database still unreachable; retrying in {} s.", delay.as_secs());
+                } else {
+                    tracing::warn!(
+                        error = %e,
+                        "Cannot load connections; running connections stay up. Retrying in {} s.",
+                        delay.as_secs()
+                    );
+                    self.db_failing = true;
+                }
+                Instant::now() + delay
+            }
+        };
+        self.apply().await;
+        next
+    }
+
+    /// Brings actors in line with `self.desired` (the last rows loaded).
+    async fn apply(&mut self) {
+        let running: HashMap<i64, Arc<ConnectionSpec>> = self
+            .actors
+            .iter()
+            .map(|(id, a)| (*id, a.handle.spec().clone()))
+            .collect();
+        let now = Instant::now();
+        let revive = &self.revive;
+        let plan = plan(&self.desired, &running, |id| {
+            revive.get(&id).is_none_or(|(at, _)| *at <= now)
+        });
+
+        let mut stopping = Vec::new();
+        for id in plan.stop.iter().chain(plan.restart.iter().map(|s| &s.id)) {
+            if let Some(actor) = self.actors.remove(id) {
+                actor.handle.stop();
+                stopping.push(actor.handle);
+            }
+        }
+        for spec in &plan.restart {
+            tracing::info!(connection = %spec.name, client_id = %spec.client_id, "Configuration changed; reconnecting.");
+        }
+        if !stopping.is_empty() {
+            // The old actors publish `offline` and disconnect before the new
+            // ones connect with the same client IDs.
+            let bound = self.settings.connect_timeout + Duration::from_secs(1);
+            let all = join_all(stopping.iter().map(|h| h.stopped()));
+            if tokio::time::timeout(bound, all).await.is_err() {
+                tracing::warn!(
+                    "Some connections took too long to stop; starting their replacements anyway."
+                );
+            }
+        }
+
+        self.refresh_invalid();
+        for spec in plan.start.into_iter().chain(plan.restart) {
+            self.revive
+                .retain(|id, (at, _)| *id != spec.id || *at > now);
+            self.start(spec);
+        }
+        self.publish_fleet(true);
+    }
+
+    fn start(&mut self, spec: ConnectionSpec) {
+        let id = spec.id;
+        let (handle, abort) =
+            ConnectionHandle::spawn(spec, self.recorder.clone(), &self.token, &mut self.tasks);
+        self.actors.insert(id, Actor { handle, abort });
+    }
+
+    /// Records invalid rows (once per reason) and forgets fixed ones.
+    fn refresh_invalid(&mut self) {
+        let mut seen = Vec::new();
+        for row in self.desired.iter().filter_map(|r| r.as_ref().err()) {
+            seen.push(row.id);
+            let unchanged = self
+                .invalid
+                .get(&row.id)
+                .is_some_and(|known| known.row == *row);
+            if unchanged {
+                continue;
+            }
+            let reason = row.to_string();
+            tracing::error!(
+                connection = %row.name, client_id = %row.client_id, error = %row.reason,
+                "Connection row is invalid; it stays down until the row is fixed."
+            );
+            let state = ConnectionState::invalid(&reason);
+            self.recorder
+                .record(row.id, &row.name, &row.client_id, &state);
+            let (_tx, rx) = watch::channel(state);
+            self.invalid.insert(
+                row.id,
+                Invalid {
+                    row: row.clone(),
+                    state: rx,
+                },
+            );
+        }
+        self.invalid.retain(|id, _| seen.contains(id));
+    }
+
+    /// An actor task ended: expected after a stop, a crash otherwise.
+    fn on_exit(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let (task, panic) = match &joined {
+            Ok((task, ())) => (*task, None),
+            Err(e) if e.is_panic() => (e.id(), Some(e.to_string())),
+            Err(e) => (e.id(), None),
+        };
+        let Some(id) = self
+            .actors
+            .iter()
+            .find(|(_, a)| a.abort.id() == task)
+            .map(|(id, _)| *id)
+        else {
+            return; // a stopped or replaced actor
+        };
+        let Some(actor) = self.actors.remove(&id) else {
+            return;
+        };
+        let spec = actor.handle.spec().clone();
+        let entry = self
+            .revive
+            .entry(id)
+            .or_insert_with(|| (Instant::now(), Backoff::for_reconnects()));
+        let delay = entry.1.ceiling();
+        entry.1.next_delay();
+        entry.0 = Instant::now() + delay;
+        let what = panic.unwrap_or_else(|| "ended unexpectedly".to_owned());
+        tracing::error!(
+            connection = %spec.name, client_id = %spec.client_id, error = %what,
+            "Connection actor died; restarting in {} s.", delay.as_secs()
+        );
+        let mut state = actor.handle.state().borrow().clone();
+        state.status = crate::state::Status::Disconnected;
+        state.detail = format!("actor died ({what}); restarting in {} s", delay.as_secs());
+        state.last_error = Some(state.detail.clone());
+        state.connected_since = None;
+        self.recorder
+            .record(spec.id, &spec.name, &spec.client_id, &state);
+        self.publish_fleet(true);
+    }
+
+    fn publish_fleet(&self, running: bool) {
+        let mut connections: Vec<ConnectionView> = self
+            .actors
+            .iter()
+            .map(|(id, a)| {
+                let spec = a.handle.spec();
+                ConnectionView {
+                    id: *id,
+                    name: spec.name.clone(),
+                    client_id: spec.client_id.clone(),
+                    broker: spec.broker(),
+                    state: a.handle.state(),
+                }
+            })
+            .chain(self.invalid.values().map(|inv| ConnectionView {
+                id: inv.row.id,
+                name: inv.row.name.clone(),
+                client_id: inv.row.client_id.clone(),
+                broker: String::new(),
+                state: inv.state.clone(),
+            }))
+            .collect();
+        // Crashed actors waiting for revival still count as enabled, down.
+        for (id, _) in self.revive.iter() {
+            if !self.actors.contains_key(id)
+                && let Some(Ok(spec)) = self
+                    .desired
+                    .iter()
+                    .find(|r| r.as_ref().is_ok_and(|s| s.id == *id))
+            {
+                let (_tx, rx) = watch::channel(ConnectionState::invalid("actor died; restarting"));
+                connections.push(ConnectionView {
+                    id: *id,
+                    name: spec.name.clone(),
+                    client_id: spec.client_id.clone(),
+                    broker: spec.broker(),
+                    state: rx,
+                });
+            }
+        }
+        connections.sort_by_key(|c| c.id);
+        self.fleet.send_replace(Arc::new(Fleet {
+            running,
+            total_rows: self.counts.0,
+            enabled_rows: self.counts.1,
+            connections,
+        }));
+    }
+
+    async fn shutdown(mut self, budget: Duration) -> ShutdownReport {
+        self.publish_fleet(false);
+        let connections = self.actors.len();
+        let tasks = &mut self.tasks;
+        let drained =
+            tokio::time::timeout(budget, async { while tasks.join_next().await.is_some() {} })
+                .await;
+        let abandoned = if drained.is_err() {
+            let left = self.tasks.len();
+            self.tasks.abort_all();
+            left
+        } else {
+            0
+        };
+        ShutdownReport {
+            connections,
+            abandoned,
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The reconcile diff: desired rows against running actors, as pure data.
+
+use crate::spec::{ConnectionSpec, InvalidRow};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// What to do to bring the running actors in line with the table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// New rows (or dead actors to revive).
+    pub start: Vec<ConnectionSpec>,
+    /// Rows whose effective configuration changed: stop, then start.
+    pub restart: Vec<ConnectionSpec>,
+    /// Running actors whose row was disabled, deleted, or became invalid.
+    pub stop: Vec<i64>,
+}
+
+/// Computes the plan. `desired` holds the enabled rows, validated;
+/// `running` the specs of live actors; `may_start(id)` is false while a
+/// crashed actor waits for its revive time.
+pub fn plan(
+    desired: &[Result<ConnectionSpec, InvalidRow>],
+    running: &HashMap<i64, Arc<ConnectionSpec>>,
+    may_start: impl Fn(i64) -> bool,
+) -> Plan {
+    let mut out = Plan::default();
+    let mut wanted = HashSet::new();
+    for row in desired {
+        match row {
+            Ok(spec) => {
+                wanted.insert(spec.id);
+                match running.get(&spec.id) {
+                    Some(current) if **current == *spec => {}
+                    Some(_) => out.restart.push(spec.clone()),
+                    None if may_start(spec.id) => out.start.push(spec.clone()),
+                    None => {}
+                }
+            }
+            Err(_invalid) => {}
+        }
+    }
+    let mut stop: Vec<i64> = running
+        .keys()
+        .filter(|id| !wanted.contains(id))
+        .copied()
+        .collect();
+    stop.sort_unstable();
+    out.stop = stop;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::{row, settings};
+
+    fn spec(id: i64, name: &str) -> ConnectionSpec {
+        ConnectionSpec::from_row(&row(id, name), &settings()).unwrap()
+    }
+
+    #[test]
+    fn starts_new_stops_gone_restarts_changed() {
+        let a = spec(1, "a");
+        let b = spec(2, "b");
+        let mut c = spec(3, "c");
+        let running: HashMap<i64, Arc<ConnectionSpec>> = [
+            (1, Arc::new(a.clone())),
+            (3, Arc::new(c.clone())),
+            (4, Arc::new(spec(4, "d"))),
+        ]
+        .into();
+        c.port = 1884;
+        let desired = vec![Ok(a), Ok(b.clone()), Ok(c.clone())];
+        let p = plan(&desired, &running, |_| true);
+        assert_eq!(p.start, vec![b]);
+        assert_eq!(p.restart, vec![c]);
+        assert_eq!(p.stop, vec![4]);
+    }
+
+    #[test]
+    fn invalid_rows_stop_their_actor_and_start_nothing() {
+        let running: HashMap<i64, Arc<ConnectionSpec>> = [(1, Arc::new(spec(1, "a")))].into();
+        let invalid = InvalidRow {
+            id: 1,
+            name: "a".into(),
+            client_id: "a_test".into(),
+            reason: "bad".into(),
+        };
+        let p = plan(&[Err(invalid)], &running, |_| true);
+        assert!(p.start.is_empty() && p.restart.is_empty());
+        assert_eq!(p.stop, vec![1]);
+    }
+
+    #[test]
+    fn waits_for_revive_time_and_ignores_unchanged() {
+        let a = spec(1, "a");
+        let running: HashMap<i64, Arc<ConnectionSpec>> = [(1, Arc::new(a.clone()))].into();
+        let p = plan(&[Ok(a), Ok(spec(2, "b"))], &running, |id| id != 2);
+        assert_eq!(p, Plan::default());
+    }
+}

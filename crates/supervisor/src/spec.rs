@@ -1,0 +1,208 @@
+//! `ConnectionSpec`: a `mqtt_connections` row validated and combined with the
+//! settings, i.e. everything one actor needs, and nothing it has to check again.
+//!
+//! Two specs compare equal exactly when the effective configuration is the
+//! same, so the monitor restarts an actor when `old != new` and leaves it alone
+//! when only `updated_at` or a field the actor does not use changed.
+
+use crate::{tls, topic};
+use settings::{Secret, Settings, sanitize_client_id_part};
+use std::fmt;
+use std::time::Duration;
+use store::ConnectionRow;
+
+/// MQTT protocol version of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (`'3.1.1'` in the table).
+    V311,
+    /// MQTT 5 (`'5'` in the table).
+    V5,
+}
+
+/// The effective, validated configuration of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSpec {
+    /// Row id.
+    pub id: i64,
+    /// Tenant key (`site_88`).
+    pub name: String,
+    /// `{name}_{instance}`, sanitised.
+    pub client_id: String,
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Protocol version.
+    pub protocol: Protocol,
+    /// TLS on; with `Some(pem)`, verify against that CA, else system roots.
+    pub tls: Option<Option<String>>,
+    /// MQTT user name.
+    pub username: Option<String>,
+    /// MQTT password.
+    pub password: Option<Secret>,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Clean session (3.1.1) / clean start (5).
+    pub clean_session: bool,
+    /// Topic prefix (`topic_prefix`, else `name`).
+    pub prefix: String,
+    /// Where `online` / `offline` go, retained; `None` with MQTT_LWT_ENABLED off.
+    pub status_topic: Option<String>,
+    /// Filters subscribed after every CONNACK.
+    pub subscriptions: Vec<String>,
+    /// Bound on TCP/TLS connect plus CONNACK.
+    pub connect_timeout: Duration,
+    /// A broker close this soon after CONNACK counts as a takeover.
+    pub takeover_window: Duration,
+    /// Pause after a takeover.
+    pub reconnect_cooldown: Duration,
+    /// Largest packet accepted or sent.
+    pub max_packet_size: u32,
+}
+
+/// A row that cannot be run, with the reason in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRow {
+    /// Row id.
+    pub id: i64,
+    /// Row name.
+    pub name: String,
+    /// The client ID it would have had (for the state table).
+    pub client_id: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for InvalidRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.reason)
+    }
+}
+
+/// The contracted client ID: `{name}_{instance}`, outside `[A-Za-z0-9_-]` → `_`.
+pub fn client_id(name: &str, instance_id: &str) -> String {
+    sanitize_client_id_part(&format!("{name}_{instance_id}"))
+}
+
+impl ConnectionSpec {
+    /// Validates `row` against the rules of the contract and MQTT.
+    pub fn from_row(row: &ConnectionRow, settings: &Settings) -> Result<Self, InvalidRow> {
+        let client_id = client_id(&row.name, &settings.instance_id);
+        let invalid = |reason: String| InvalidRow {
+            id: row.id,
+            name: row.name.clone(),
+            client_id: client_id.clone(),
+            reason,
+        };
+        Self::build(row, settings, client_id.clone()).map_err(invalid)
+    }
+
+    fn build(row: &ConnectionRow, s: &Settings, client_id: String) -> Result<Self, String> {
+        if row.name.trim().is_empty() {
+            return Err("name is empty".to_owned());
+        }
+        let host = row.broker_host.trim();
+        if host.is_empty() {
+            return Err("broker_host is empty".to_owned());
+        }
+        if host.contains("://") || host.contains(char::is_whitespace) || host.contains('/') {
+            return Err(format!(
+                "broker_host `{host}` must be a host name or address, without scheme or path"
+            ));
+        }
+        let port = u16::try_from(row.broker_port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("broker_port {} is outside 1-65535", row.broker_port))?;
+        let protocol = match row.protocol.as_str() {
+            "3.1.1" => Protocol::V311,
+            "5" => Protocol::V5,
+            other => return Err(format!("protocol `{other}` is not `3.1.1` or `5`")),
+        };
+        let keep_alive = match row.keep_alive_secs {
+            None => s.keep_alive,
+            Some(secs) => {
+                let min = if protocol == Protocol::V5 { 5 } else { 1 };
+                if !(min..=65_535).contains(&secs) {
+                    return Err(format!(
+                        "keep_alive_secs {secs} is outside {min}-65535 for protocol {}",
+                        row.protocol
+                    ));
+                }
+                Duration::from_secs(secs.unsigned_abs().into())
+            }
+        };
+        let tls = if row.use_tls {
+            if let Some(pem) = &row.ca_cert_pem {
+                tls::parse_ca(pem).map_err(|e| format!("ca_cert_pem: {e}"))?;
+            }
+            Some(row.ca_cert_pem.clone())
+        } else {
+            if row.ca_cert_pem.is_some() {
+                return Err("ca_cert_pem is set but use_tls is false".to_owned());
+            }
+            None
+        };
+        if row.password.is_some() && row.username.is_none() {
+            return Err("password is set without username (MQTT needs both)".to_owned());
+        }
+        if row.verify_inbound_hmac && row.hmac_secret.as_deref().is_none_or(str::is_empty) {
+            return Err("verify_inbound_hmac is on but hmac_secret is empty".to_owned());
+        }
+        let prefix = match &row.topic_prefix {
+            Some(p) => {
+                topic::validate_topic(p).map_err(|e| format!("topic_prefix {e}"))?;
+                p.clone()
+            }
+            None => row.name.clone(),
+        };
+        let status_topic = if s.lwt_enabled {
+            let t = s.status_topic_for(&prefix, &row.name);
+            topic::validate_topic(&t).map_err(|e| format!("status topic {e}"))?;
+            Some(t)
+        } else {
+            None
+        };
+        let subscriptions = match &row.subscriptions {
+            None => vec![format!("{prefix}/#")],
+            Some(list) => list.clone(),
+        };
+        for filter in &subscriptions {
+            topic::validate_filter(filter).map_err(|e| format!("subscription {e}"))?;
+        }
+        Ok(ConnectionSpec {
+            id: row.id,
+            name: row.name.clone(),
+            client_id,
+            host: host.to_owned(),
+            port,
+            protocol,
+            tls,
+            username: row.username.clone(),
+            password: row.password.clone().map(Secret::new),
+            keep_alive,
+            clean_session: row.clean_session.unwrap_or(s.clean_session),
+            prefix,
+            status_topic,
+            subscriptions,
+            connect_timeout: s.connect_timeout,
+            takeover_window: s.takeover_window,
+            reconnect_cooldown: s.reconnect_cooldown,
+            // Validated in settings to fit MQTT's limit, which fits u32.
+            max_packet_size: u32::try_from(s.max_packet_size.0).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// `host:port`, for health and logs.
+    pub fn broker(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
