@@ -35,3 +35,11 @@ pub struct Fleet {
 
 /// Receiver side of the fleet snapshot.
 pub type FleetWatch = watch::Receiver<Arc<Fleet>>;
+
+impl Fleet {
+    /// The channel the monitor publishes on; readers clone the receiver.
+    /// Starts empty and not running (the honest state before the first load).
+    pub fn channel() -> (watch::Sender<Arc<Fleet>>, FleetWatch) {
+        watch::channel(Arc::new(Fleet::default()))
+    }
+}

@@ -18,8 +18,8 @@ mod tls;
 pub mod topic;
 
 pub use connection::{ConnectionCommand, ConnectionHandle};
-pub use fleet::{ConnectionView, Fleet};
-pub use monitor::{Monitor, MonitorOptions};
+pub use fleet::{ConnectionView, Fleet, FleetWatch};
+pub use monitor::{Monitor, MonitorOptions, ShutdownReport};
 pub use recorder::Recorder;
 pub use spec::{ConnectionSpec, InvalidRow, Protocol};
 pub use state::{ConnectionState, Status};

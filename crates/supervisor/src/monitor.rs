@@ -19,7 +19,7 @@ mod listen;
 
 use crate::backoff::Backoff;
 use crate::connection::ConnectionHandle;
-use crate::fleet::{ConnectionView, Fleet, FleetWatch};
+use crate::fleet::{ConnectionView, Fleet};
 use crate::plan::plan;
 use crate::recorder::Recorder;
 use crate::spec::{ConnectionSpec, InvalidRow};
@@ -49,6 +49,8 @@ pub struct ShutdownReport {
     pub connections: usize,
     /// Actors that had not finished by the deadline and were dropped.
     pub abandoned: usize,
+    /// From noticing the cancel to the last actor done (or dropped).
+    pub elapsed: Duration,
 }
 
 struct Actor {
@@ -81,11 +83,13 @@ pub struct Monitor {
 
 impl Monitor {
     /// A monitor that stops when `token` is cancelled.
+    /// `fleet` receives a new snapshot after every change (see [`Fleet::channel`]).
     pub fn new(
         pool: PgPool,
         options: MonitorOptions,
         recorder: Recorder,
         token: CancellationToken,
+        fleet: watch::Sender<Arc<Fleet>>,
     ) -> Self {
         let interval = options.settings.monitor_interval;
         Monitor {
@@ -93,7 +97,7 @@ impl Monitor {
             settings: options.settings,
             recorder,
             token,
-            fleet: watch::channel(Arc::new(Fleet::default())).0,
+            fleet,
             wake: Arc::new(Notify::new()),
             tasks: JoinSet::new(),
             actors: HashMap::new(),
@@ -104,11 +108,6 @@ impl Monitor {
             db_backoff: Backoff::new(Duration::from_secs(1), interval),
             db_failing: false,
         }
-    }
-
-    /// Snapshots for readers; `running` turns true after the first reconcile.
-    pub fn fleet(&self) -> FleetWatch {
-        self.fleet.subscribe()
     }
 
     /// Runs until the token is cancelled, then shuts every actor down and
@@ -348,6 +347,7 @@ impl Monitor {
     }
 
     async fn shutdown(mut self, budget: Duration) -> ShutdownReport {
+        let began = Instant::now();
         self.publish_fleet(false);
         let connections = self.actors.len();
         let tasks = &mut self.tasks;
@@ -364,6 +364,7 @@ impl Monitor {
         ShutdownReport {
             connections,
             abandoned,
+            elapsed: began.elapsed(),
         }
     }
 }

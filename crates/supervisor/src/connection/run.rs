@@ -56,6 +56,9 @@ impl ConnectionManager {
     }
 
     pub(super) async fn run(mut self) {
+        let first = self.state.borrow().clone();
+        self.recorder
+            .record(self.spec.id, &self.spec.name, &self.spec.client_id, &first);
         let mut link = match Link::new(&self.spec) {
             Ok(link) => link,
             Err(e) => {
@@ -204,19 +207,27 @@ impl ConnectionManager {
             tracing::warn!(error = %e, "Could not queue DISCONNECT; dropping the connection.");
             return;
         }
+        // Poll until DISCONNECT is written, then until the broker closes the
+        // socket: closing with the broker's PUBACK still unread would send a
+        // TCP RST, and a RST can discard our DISCONNECT in the broker's
+        // receive buffer, which then publishes the Will. Polling stops at the
+        // first error: one more poll would reconnect.
         let drain = async {
+            let mut sent = false;
             loop {
                 match link.poll().await {
-                    Ok(LinkEvent::DisconnectSent) => return true,
+                    Ok(LinkEvent::DisconnectSent) => sent = true,
                     Ok(_) => {}
-                    Err(_) => return false,
+                    Err(_) => return sent,
                 }
             }
         };
         match tokio::time::timeout(self.spec.connect_timeout, drain).await {
             Ok(true) => tracing::debug!("Disconnected cleanly."),
             Ok(false) => tracing::debug!("Connection ended before DISCONNECT was written."),
-            Err(_) => tracing::warn!("DISCONNECT not written within the connect timeout."),
+            Err(_) => tracing::warn!(
+                "Broker did not close the connection after DISCONNECT within the connect timeout."
+            ),
         }
     }
 

@@ -1,0 +1,168 @@
+//! `GET /api/v1/mqtt/health/`: the truth about the service, in the shape of
+//! the HTTP contract. 200 for `healthy` and `degraded`, 503 for `critical`.
+
+use crate::AppState;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use supervisor::{Fleet, Status};
+
+/// The health document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthReport {
+    /// `healthy`, `degraded` or `critical`.
+    pub status: &'static str,
+    /// The process.
+    pub service: ServiceInfo,
+    /// Counts.
+    pub connections: Counts,
+    /// Per connection, with `?verbose=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<Detail>>,
+}
+
+/// The process part of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceInfo {
+    pub running: bool,
+    pub instance_id: String,
+    pub version: String,
+    pub uptime_secs: u64,
+    /// `ok` or `unreachable`.
+    pub database: &'static str,
+}
+
+/// Connection counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Rows in the table.
+    pub total: usize,
+    /// Enabled rows.
+    pub enabled: usize,
+    /// Enabled and connected.
+    pub healthy: usize,
+    /// Enabled and not connected (including invalid rows).
+    pub unhealthy: usize,
+}
+
+/// One connection in the verbose report. Never a password or secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Detail {
+    pub id: i64,
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+    pub client_id: String,
+    pub broker: String,
+    pub connected_since: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub cooldown_until: Option<DateTime<Utc>>,
+    pub reconnects: u64,
+}
+
+/// Query string of the health endpoint.
+#[derive(Debug, Default, Deserialize)]
+pub struct HealthQuery {
+    verbose: Option<String>,
+}
+
+/// Judges the fleet. `healthy`: every enabled connection is connected and the
+/// database answers. `critical`: the service is not running its connections,
+/// or none of the enabled ones is connected. Otherwise `degraded`.
+pub fn assess(fleet: &Fleet, database_ok: bool, verbose: bool) -> (HealthReport, StatusCode) {
+    let states: Vec<_> = fleet
+        .connections
+        .iter()
+        .map(|c| (c, c.state.borrow().clone()))
+        .collect();
+    let healthy = states
+        .iter()
+        .filter(|(_, s)| s.status == Status::Connected)
+        .count();
+    let enabled = fleet.enabled_rows.max(states.len());
+    let status = if !fleet.running || (enabled > 0 && healthy == 0) {
+        "critical"
+    } else if healthy < enabled || !database_ok {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let details = verbose.then(|| {
+        states
+            .iter()
+            .map(|(c, s)| Detail {
+                id: c.id,
+                name: c.name.clone(),
+                status: s.status,
+                detail: s.detail.clone(),
+                client_id: c.client_id.clone(),
+                broker: c.broker.clone(),
+                connected_since: s.connected_since,
+                last_error: s.last_error.clone(),
+                cooldown_until: s.cooldown_until,
+                reconnects: s.reconnects,
+            })
+            .collect()
+    });
+    let code = if status == "critical" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let report = HealthReport {
+        status,
+        service: ServiceInfo {
+            running: fleet.running,
+            instance_id: String::new(),
+            version: String::new(),
+            uptime_secs: 0,
+            database: if database_ok { "ok" } else { "unreachable" },
+        },
+        connections: Counts {
+            total: fleet.total_rows.max(enabled),
+            enabled,
+            healthy,
+            unhealthy: enabled - healthy,
+        },
+        details,
+    };
+    (report, code)
+}
+
+pub(crate) async fn handler(
+    State(app): State<AppState>,
+    Query(query): Query<HealthQuery>,
+) -> Response {
+    let verbose = matches!(
+        query
+            .verbose
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("true" | "1" | "yes")
+    );
+    let database_ok = match app.pool.get() {
+        Some(pool) => matches!(
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                sqlx::query("SELECT 1").execute(pool)
+            )
+            .await,
+            Ok(Ok(_))
+        ),
+        None => false,
+    };
+    let fleet = app.fleet.borrow().clone();
+    let (mut report, code) = assess(&fleet, database_ok, verbose);
+    report.service.instance_id = app.instance_id.clone();
+    report.service.version = app.version.to_owned();
+    report.service.uptime_secs = app.started.elapsed().as_secs();
+    (code, [(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+//! Wiring of the mqtt-supervisor service: start-up in order (HTTP, database,
+//! migrations, instance lock, recorder, monitor), readiness, and the bounded
+//! parallel shutdown. `main.rs` only parses the command line, loads settings
+//! and maps errors to exit codes; everything here can be driven by tests.
+
+pub mod logging;
+pub mod service;
+pub mod signals;
