@@ -1,0 +1,182 @@
+//! The real `mqtt-supervisor` binary as a child process, with its output
+//! captured and its HTTP port chosen free.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Where the binary is: MQTT_SUPERVISOR_BIN, else next to the test
+/// executable's folder (`target/<profile>/mqtt-supervisor`), which
+/// `cargo test --workspace` / `cargo nextest run --workspace` build.
+pub fn binary_path() -> PathBuf {
+    if let Ok(p) = std::env::var("MQTT_SUPERVISOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = profile_dir.join("mqtt-supervisor");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p mqtt-supervisor) or run the whole workspace",
+        bin.display()
+    );
+    bin
+}
+
+/// A running service.
+pub struct App {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    http_port: u16,
+    status: Option<ExitStatus>,
+}
+
+impl App {
+    /// Starts `mqtt-supervisor run` against `database_url`, instance `test`,
+    /// with `env` on top (it wins).
+    pub fn spawn(database_url: &str, env: &[(&str, &str)]) -> App {
+        App::spawn_args(database_url, &["run"], env)
+    }
+
+    /// Starts the binary with `args`.
+    pub fn spawn_args(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> App {
+        let http_port = crate::free_port();
+        let mut cmd = Command::new(binary_path());
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .env("DATABASE_URL", database_url)
+            .env("MQTT_INSTANCE_ID", "test")
+            .env("MQTT_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("MQTT_LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        pump(child.stdout.take().unwrap(), output.clone());
+        pump(child.stderr.take().unwrap(), output.clone());
+        App {
+            child,
+            output,
+            http_port,
+            status: None,
+        }
+    }
+
+    /// Everything the process printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The HTTP port.
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// Waits until the output contains `needle`.
+    pub async fn wait_output(&self, needle: &str, timeout: Duration) -> bool {
+        crate::eventually(timeout, || async move { self.output().contains(needle) }).await
+    }
+
+    /// Waits for the `Ready` line; panics with the output if it does not come.
+    pub async fn ready(&self) {
+        let ok = self.wait_output("Ready:", Duration::from_secs(20)).await;
+        assert!(ok, "service not ready:\n{}", self.output());
+    }
+
+    /// GET the health endpoint: (HTTP status, JSON body).
+    pub async fn health(&self, verbose: bool) -> Option<(u16, serde_json::Value)> {
+        let path = if verbose {
+            "/api/v1/mqtt/health/?verbose=true"
+        } else {
+            "/api/v1/mqtt/health/"
+        };
+        let (code, body) = http_get(self.http_port, path).await?;
+        Some((code, serde_json::from_str(&body).ok()?))
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        crate::broker::signal(self.pid(), "TERM");
+    }
+
+    /// Sends SIGKILL.
+    pub fn sigkill(&self) {
+        crate::broker::signal(self.pid(), "KILL");
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.status {
+                return Some(status);
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.status = Some(status);
+                // Let the pumps drain the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn pump(stream: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let echo = std::env::var_os("TEST_LOG").is_some();
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[app] {line}");
+            }
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1:`port`: (status, body).
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let fut = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_owned();
+        Some((code, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .ok()?
+}

@@ -1,0 +1,45 @@
+//! Test kit for mqtt-supervisor: a private Mosquitto per test ([`Broker`]),
+//! a foreign MQTT client that records what the broker really delivered
+//! ([`Observer`]), the real binary as a child process ([`App`]), and
+//! database helpers for a per-test database (`#[sqlx::test]`).
+//!
+//! Everything talks to loopback only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod app;
+mod broker;
+mod db;
+mod observer;
+
+pub use app::{App, binary_path, http_get};
+pub use broker::Broker;
+pub use db::{Row, database_url, insert, state, wait_status};
+pub use observer::{Foreign, Observer};
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes;
+/// returns whether it became true.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
