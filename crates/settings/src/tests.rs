@@ -1,3 +1,6 @@
+// figment::Jail returns figment::Error, which is large; that is its API.
+#![allow(clippy::result_large_err)]
+
 use super::*;
 use std::path::Path;
 

@@ -43,7 +43,7 @@ pub mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match DurationRepr::deserialize(d)? {
             DurationRepr::Secs(s) => Ok(Duration::from_secs(s)),
-            DurationRepr::Float(f) if f.is_finite() && f >= 0.0 && f < 1e12 => {
+            DurationRepr::Float(f) if (0.0..1e12).contains(&f) => {
                 Ok(Duration::from_secs_f64(f))
             }
             DurationRepr::Float(_) => Err(serde::de::Error::custom(
@@ -87,9 +87,9 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 != 0 && self.0 % 1_048_576 == 0 {
+        if self.0 != 0 && self.0.is_multiple_of(1_048_576) {
             write!(f, "{}MiB", self.0 / 1_048_576)
-        } else if self.0 != 0 && self.0 % 1_024 == 0 {
+        } else if self.0 != 0 && self.0.is_multiple_of(1_024) {
             write!(f, "{}KiB", self.0 / 1_024)
         } else {
             write!(f, "{}B", self.0)

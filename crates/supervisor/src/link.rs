@@ -73,10 +73,11 @@ impl std::fmt::Display for LinkError {
     }
 }
 
-/// A client and its event loop.
+/// A client and its event loop. The event loops are boxed: they differ in
+/// size by half, and the actor's future stays small either way.
 pub enum Link {
-    V4(rumqttc::AsyncClient, rumqttc::EventLoop),
-    V5(v5::AsyncClient, v5::EventLoop),
+    V4(rumqttc::AsyncClient, Box<rumqttc::EventLoop>),
+    V5(v5::AsyncClient, Box<v5::EventLoop>),
 }
 
 fn timeout_secs(d: Duration) -> u64 {
@@ -120,7 +121,7 @@ impl Link {
                 let mut net = rumqttc::NetworkOptions::new();
                 net.set_connection_timeout(timeout_secs(spec.connect_timeout));
                 events.set_network_options(net);
-                Link::V4(client, events)
+                Link::V4(client, Box::new(events))
             }
             Protocol::V5 => {
                 let mut o = v5::MqttOptions::new(&spec.client_id, &spec.host, spec.port);
@@ -149,7 +150,7 @@ impl Link {
                     ));
                 }
                 let (client, events) = v5::AsyncClient::new(o, REQUEST_CAPACITY);
-                Link::V5(client, events)
+                Link::V5(client, Box::new(events))
             }
         })
     }

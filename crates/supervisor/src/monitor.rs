@@ -26,7 +26,7 @@ use crate::spec::{ConnectionSpec, InvalidRow};
 use crate::state::ConnectionState;
 use futures_util::future::join_all;
 use settings::Settings;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use store::PgPool;
@@ -34,6 +34,9 @@ use tokio::sync::{Notify, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// A crash this long ago no longer makes the next restart wait longer.
+const CRASH_MEMORY: Duration = Duration::from_secs(600);
 
 /// How the monitor is set up.
 #[derive(Clone)]
@@ -75,7 +78,10 @@ pub struct Monitor {
     actors: HashMap<i64, Actor>,
     invalid: HashMap<i64, Invalid>,
     desired: Vec<Result<ConnectionSpec, InvalidRow>>,
-    revive: HashMap<i64, (Instant, Backoff)>,
+    /// Dead actors waiting for their restart time.
+    revive_at: HashMap<i64, Instant>,
+    /// Crash history per row, so repeated panics back off further.
+    crashes: HashMap<i64, (Backoff, Instant)>,
     counts: (usize, usize),
     db_backoff: Backoff,
     db_failing: bool,
@@ -103,7 +109,8 @@ impl Monitor {
             actors: HashMap::new(),
             invalid: HashMap::new(),
             desired: Vec::new(),
-            revive: HashMap::new(),
+            revive_at: HashMap::new(),
+            crashes: HashMap::new(),
             counts: (0, 0),
             db_backoff: Backoff::new(Duration::from_secs(1), interval),
             db_failing: false,
@@ -120,7 +127,7 @@ impl Monitor {
         ));
         let mut next_due = Instant::now();
         loop {
-            let revive_due = self.revive.values().map(|(at, _)| *at).min();
+            let revive_due = self.revive_at.values().min().copied();
             let due = revive_due.map_or(next_due, |r| r.min(next_due));
             tokio::select! {
                 biased;
@@ -146,11 +153,15 @@ impl Monitor {
                 }
                 self.db_backoff.reset();
                 self.counts = (rows.len(), rows.iter().filter(|r| r.is_enabled).count());
-                self.desired = rows
+                self.desired = validate_all(&rows, &self.settings);
+                // Only valid rows can be revived; forget the others.
+                let ids: HashSet<i64> = self
+                    .desired
                     .iter()
-                    .filter(|r| r.is_enabled)
-                    .map(|r| ConnectionSpec::from_row(r, &self.settings))
+                    .filter_map(|r| r.as_ref().ok().map(|s| s.id))
                     .collect();
+                self.revive_at.retain(|id, _| ids.contains(id));
+                self.crashes.retain(|id, _| ids.contains(id));
                 Instant::now() + self.settings.monitor_interval
             }
             Err(e) => {
@@ -181,9 +192,9 @@ impl Monitor {
             .map(|(id, a)| (*id, a.handle.spec().clone()))
             .collect();
         let now = Instant::now();
-        let revive = &self.revive;
+        let revive_at = &self.revive_at;
         let plan = plan(&self.desired, &running, |id| {
-            revive.get(&id).is_none_or(|(at, _)| *at <= now)
+            revive_at.get(&id).is_none_or(|at| *at <= now)
         });
 
         let mut stopping = Vec::new();
@@ -210,8 +221,7 @@ impl Monitor {
 
         self.refresh_invalid();
         for spec in plan.start.into_iter().chain(plan.restart) {
-            self.revive
-                .retain(|id, (at, _)| *id != spec.id || *at > now);
+            self.revive_at.remove(&spec.id);
             self.start(spec);
         }
         self.publish_fleet(true);
@@ -275,13 +285,17 @@ impl Monitor {
             return;
         };
         let spec = actor.handle.spec().clone();
-        let entry = self
-            .revive
+        let (backoff, last) = self
+            .crashes
             .entry(id)
-            .or_insert_with(|| (Instant::now(), Backoff::for_reconnects()));
-        let delay = entry.1.ceiling();
-        entry.1.next_delay();
-        entry.0 = Instant::now() + delay;
+            .or_insert_with(|| (Backoff::for_reconnects(), Instant::now()));
+        if last.elapsed() > CRASH_MEMORY {
+            backoff.reset();
+        }
+        *last = Instant::now();
+        let delay = backoff.ceiling();
+        backoff.next_delay();
+        self.revive_at.insert(id, Instant::now() + delay);
         let what = panic.unwrap_or_else(|| "ended unexpectedly".to_owned());
         tracing::error!(
             connection = %spec.name, client_id = %spec.client_id, error = %what,
@@ -320,7 +334,7 @@ impl Monitor {
             }))
             .collect();
         // Crashed actors waiting for revival still count as enabled, down.
-        for (id, _) in self.revive.iter() {
+        for id in self.revive_at.keys() {
             if !self.actors.contains_key(id)
                 && let Some(Ok(spec)) = self
                     .desired
@@ -368,3 +382,35 @@ impl Monitor {
         }
     }
 }
+
+/// Validates the enabled rows. Two names that sanitise to the same client
+/// ID (`site.88` and `site_88`) would kick each other off the broker
+/// forever: the later row is reported invalid instead.
+fn validate_all(
+    rows: &[store::ConnectionRow],
+    settings: &Settings,
+) -> Vec<Result<ConnectionSpec, InvalidRow>> {
+    let mut owners: HashMap<String, (i64, String)> = HashMap::new();
+    rows.iter()
+        .filter(|r| r.is_enabled)
+        .map(|r| {
+            let spec = ConnectionSpec::from_row(r, settings)?;
+            if let Some((id, name)) = owners.get(&spec.client_id) {
+                return Err(InvalidRow {
+                    id: spec.id,
+                    name: spec.name.clone(),
+                    client_id: spec.client_id.clone(),
+                    reason: format!(
+                        "client ID {} is already used by row {id} ({name}); rename one of them",
+                        spec.client_id
+                    ),
+                });
+            }
+            owners.insert(spec.client_id.clone(), (spec.id, spec.name.clone()));
+            Ok(spec)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
