@@ -4,7 +4,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mqtt_supervisor::{logging, service, signals};
+use mqtt_supervisor::admin::{self, AdminError};
+use mqtt_supervisor::{logging, probe, service, signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,73 @@ enum Command {
     Migrate,
     /// Print the effective settings (secrets shown as ***) and exit.
     CheckConfig,
+    /// Ask the running service how it is: exit 0 healthy/degraded, 1 critical or unreachable.
+    Health {
+        /// Health URL (default: from MQTT_HTTP_ADDR).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// List, add, enable, disable or remove connections (rows of mqtt_connections).
+    Connections {
+        #[command(subcommand)]
+        action: ConnectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionsCommand {
+    /// Every connection with its status.
+    List,
+    /// Add a connection; the running service connects it at once.
+    Add(AddArgs),
+    /// Enable a connection.
+    Enable {
+        /// Connection name.
+        name: String,
+    },
+    /// Disable a connection (the service says `offline` and disconnects).
+    Disable {
+        /// Connection name.
+        name: String,
+    },
+    /// Remove a connection.
+    Remove {
+        /// Connection name.
+        name: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct AddArgs {
+    /// Connection name (tenant key, e.g. site_88): part of the client ID and topics.
+    name: String,
+    /// Broker host name or address.
+    #[arg(long)]
+    host: String,
+    /// Broker port.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// MQTT user name.
+    #[arg(long)]
+    username: Option<String>,
+    /// Read the password from the first line of standard input (never from an argument).
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// Connect with TLS (verifying the broker against --ca-file, else the system roots).
+    #[arg(long)]
+    tls: bool,
+    /// PEM file with the CA certificate(s) to verify the broker with.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca_file: Option<PathBuf>,
+    /// A topic filter to subscribe to; repeat for several (default: NAME/#).
+    #[arg(long = "subscribe", value_name = "FILTER")]
+    subscribe: Vec<String>,
+    /// MQTT protocol version.
+    #[arg(long, value_parser = ["3.1.1", "5"])]
+    protocol: Option<String>,
+    /// Add it disabled.
+    #[arg(long)]
+    disabled: bool,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +131,17 @@ fn main() -> ExitCode {
             logging::init(loaded.settings.log_format);
             migrate(&loaded.settings)
         }
+        Command::Health { url } => {
+            let url = url.unwrap_or_else(|| probe::default_url(&loaded.settings));
+            let (line, usable) = probe::check(&url);
+            println!("{line}");
+            return if usable {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Command::Connections { action } => return connections(&loaded.settings, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,6 +183,82 @@ fn migrate(settings: &settings::Settings) -> anyhow::Result<()> {
         store::migrate(&pool).await?;
         tracing::info!(database = %address, "Database schema is up to date.");
         Ok(())
+    })
+}
+
+fn connections(settings: &settings::Settings, action: ConnectionsCommand) -> ExitCode {
+    let result = runtime()
+        .map_err(AdminError::Failed)
+        .and_then(|rt| rt.block_on(run_connections(settings, action)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mqtt-supervisor: {e:#}");
+            match e {
+                AdminError::Invalid(_) => ExitCode::from(2),
+                AdminError::Failed(_) => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+async fn run_connections(
+    settings: &settings::Settings,
+    action: ConnectionsCommand,
+) -> Result<(), AdminError> {
+    // Read input before touching the database: a bad file is a usage error.
+    let new = match &action {
+        ConnectionsCommand::Add(args) => Some(new_connection(args)?),
+        _ => None,
+    };
+    let pool = admin::connect(settings).await?;
+    match (action, new) {
+        (ConnectionsCommand::List, _) => admin::list(&pool, settings).await?,
+        (ConnectionsCommand::Add(_), Some(new)) => admin::add(&pool, settings, new).await?,
+        (ConnectionsCommand::Add(_), None) => {}
+        (ConnectionsCommand::Enable { name }, _) => admin::set_enabled(&pool, &name, true).await?,
+        (ConnectionsCommand::Disable { name }, _) => {
+            admin::set_enabled(&pool, &name, false).await?
+        }
+        (ConnectionsCommand::Remove { name }, _) => admin::remove(&pool, &name).await?,
+    }
+    Ok(())
+}
+
+fn new_connection(args: &AddArgs) -> Result<store::NewConnection, AdminError> {
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| {
+            AdminError::Invalid(format!("cannot read the password from stdin: {e}"))
+        })?;
+        let password = line.trim_end_matches(['\r', '\n']).to_owned();
+        if password.is_empty() {
+            return Err(AdminError::Invalid(
+                "--password-stdin: standard input held no password".to_owned(),
+            ));
+        }
+        Some(password)
+    } else {
+        None
+    };
+    let ca_cert_pem = match &args.ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| AdminError::Invalid(format!("--ca-file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    Ok(store::NewConnection {
+        name: args.name.clone(),
+        broker_host: args.host.clone(),
+        broker_port: args.port.map(i32::from),
+        protocol: args.protocol.clone(),
+        use_tls: args.tls,
+        ca_cert_pem,
+        username: args.username.clone(),
+        password,
+        subscriptions: (!args.subscribe.is_empty()).then(|| args.subscribe.clone()),
+        is_enabled: !args.disabled,
     })
 }
 

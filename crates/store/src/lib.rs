@@ -5,12 +5,17 @@
 //! Every query of the service lives here; other crates see typed rows and
 //! [`StoreError`], never SQL.
 
+mod admin;
 mod connect;
 mod connections;
 mod listener;
 mod lock;
 mod state;
 
+pub use admin::{
+    ListedConnection, NewConnection, add_connection, list_connections, remove_connection,
+    set_enabled,
+};
 pub use connect::{connect_options, database_address, wait_for_database};
 pub use connections::{ConnectionRow, load_connections};
 pub use listener::{CHANNEL, Change, ChangeListener};
@@ -39,4 +44,13 @@ pub enum StoreError {
     /// The URL in DATABASE_URL cannot be used.
     #[error("DATABASE_URL: {0}")]
     Url(String),
+    /// No connection has this name.
+    #[error("no connection named `{0}`")]
+    NotFound(String),
+    /// A connection with this name exists already.
+    #[error("a connection named `{0}` exists already")]
+    Exists(String),
+    /// The database refused the values (a CHECK constraint).
+    #[error("the database refused the values ({0})")]
+    Rejected(String),
 }

@@ -1,0 +1,150 @@
+//! `mqtt-supervisor connections list|add|enable|disable|remove`: the table,
+//! edited by a person at a terminal. Every change is a plain write to
+//! `mqtt_connections`, so the running service applies it at once via NOTIFY.
+
+use anyhow::Context;
+use chrono::Utc;
+use settings::Settings;
+use std::time::Duration;
+use store::{ConnectionRow, NewConnection, PgPool, StoreError};
+use supervisor::ConnectionSpec;
+
+/// Why an admin command failed; the binary maps it to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The input cannot be used (exit 2).
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else: unknown name, database trouble (exit 1).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Connects for a one-shot command: one connection, a short timeout.
+pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
+    let options = store::connect_options(settings.database_url.expose())?;
+    let address = store::database_address(&options);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to database {address}"))
+}
+
+/// Prints the table: name, enabled, broker, status, client ID, last error.
+pub async fn list(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
+    let rows = store::list_connections(pool)
+        .await
+        .context("cannot read mqtt_connections (did you run `mqtt-supervisor migrate`?)")?;
+    if rows.is_empty() {
+        println!(
+            "No connections. Add one with `mqtt-supervisor connections add NAME --host HOST`."
+        );
+        return Ok(());
+    }
+    let mut table = vec![[
+        "NAME".to_owned(),
+        "ENABLED".to_owned(),
+        "BROKER".to_owned(),
+        "STATUS".to_owned(),
+        "CLIENT ID".to_owned(),
+        "LAST ERROR".to_owned(),
+    ]];
+    for r in rows {
+        let tls = if r.use_tls { " tls" } else { "" };
+        table.push([
+            r.name.clone(),
+            if r.is_enabled { "yes" } else { "no" }.to_owned(),
+            format!("{}:{} ({}{tls})", r.broker_host, r.broker_port, r.protocol),
+            r.status.unwrap_or_else(|| "-".to_owned()),
+            r.client_id
+                .unwrap_or_else(|| supervisor::spec::client_id(&r.name, &settings.instance_id)),
+            r.last_error
+                .map(|e| shorten(&e, 60))
+                .unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| {
+            table
+                .iter()
+                .map(|row| row[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(())
+}
+
+/// Validates `new` as the service would, then inserts it.
+pub async fn add(pool: &PgPool, settings: &Settings, new: NewConnection) -> Result<(), AdminError> {
+    let row = ConnectionRow {
+        id: 0,
+        name: new.name.clone(),
+        is_enabled: new.is_enabled,
+        broker_host: new.broker_host.clone(),
+        broker_port: new.broker_port.unwrap_or(1883),
+        protocol: new.protocol.clone().unwrap_or_else(|| "3.1.1".to_owned()),
+        use_tls: new.use_tls,
+        ca_cert_pem: new.ca_cert_pem.clone(),
+        username: new.username.clone(),
+        password: new.password.clone(),
+        keep_alive_secs: None,
+        clean_session: None,
+        topic_prefix: None,
+        subscriptions: new.subscriptions.clone(),
+        store_inbound: true,
+        hmac_secret: None,
+        verify_inbound_hmac: false,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    let spec = ConnectionSpec::from_row(&row, settings)
+        .map_err(|e| AdminError::Invalid(format!("connection `{}`: {}", new.name, e.reason)))?;
+    match store::add_connection(pool, &new).await {
+        Ok(_) => {
+            println!(
+                "Added {} ({}, client ID {}){}.",
+                spec.name,
+                spec.broker(),
+                spec.client_id,
+                if new.is_enabled { "" } else { ", disabled" }
+            );
+            Ok(())
+        }
+        Err(e @ StoreError::Rejected(_)) => Err(AdminError::Invalid(e.to_string())),
+        Err(e) => Err(AdminError::Failed(e.into())),
+    }
+}
+
+/// Enables or disables a connection by name.
+pub async fn set_enabled(pool: &PgPool, name: &str, enabled: bool) -> anyhow::Result<()> {
+    store::set_enabled(pool, name, enabled).await?;
+    println!("{} {name}.", if enabled { "Enabled" } else { "Disabled" });
+    Ok(())
+}
+
+/// Removes a connection by name.
+pub async fn remove(pool: &PgPool, name: &str) -> anyhow::Result<()> {
+    store::remove_connection(pool, name).await?;
+    println!("Removed {name}.");
+    Ok(())
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let head: String = s.chars().take(max - 1).collect();
+        format!("{head}…")
+    }
+}
