@@ -38,8 +38,11 @@ pub(super) async fn run(pool: PgPool, wake: Arc<Notify>, token: CancellationToke
         };
         if std::mem::take(&mut lost) {
             tracing::info!("Listening for connection changes again.");
-            wake.notify_one();
         }
+        // Reload after every LISTEN, the first one too: the monitor's first
+        // load runs concurrently with this connect, and a change committed
+        // between that load and LISTEN would otherwise wait a whole interval.
+        wake.notify_one();
         backoff.reset();
         let mut listener = listener;
         loop {
