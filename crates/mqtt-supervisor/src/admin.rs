@@ -24,6 +24,16 @@ pub enum AdminError {
 pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
     let options = store::connect_options(settings.database_url.expose())?;
     let address = store::database_address(&options);
+    // One direct attempt first: the pool would only say "timed out" and hide
+    // the cause (connection refused, bad password, no such database).
+    let probe = tokio::time::timeout(
+        Duration::from_secs(5),
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("cannot connect to database {address}: no answer within 5 s"))?;
+    let conn = probe.with_context(|| format!("cannot connect to database {address}"))?;
+    let _ = sqlx::Connection::close(conn).await;
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))

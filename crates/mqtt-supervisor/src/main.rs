@@ -124,6 +124,7 @@ fn main() -> ExitCode {
                 loaded.settings,
                 service::RunOptions {
                     migrate: !no_migrate,
+                    ..Default::default()
                 },
             )
         }
@@ -163,7 +164,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run_service(settings: settings::Settings, options: service::RunOptions) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let token = CancellationToken::new();
-        let signals = tokio::spawn(signals::watch(token.clone()));
+        let signals = tokio::spawn(signals::watch(token.clone(), options.stop_received.clone()));
         let result = service::run(settings, options, token.clone()).await;
         token.cancel();
         signals.abort();
@@ -173,15 +174,9 @@ fn run_service(settings: settings::Settings, options: service::RunOptions) -> an
 
 fn migrate(settings: &settings::Settings) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let options = store::connect_options(settings.database_url.expose())?;
-        let address = store::database_address(&options);
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("cannot connect to database {address}"))?;
+        let pool = admin::connect(settings).await?;
         store::migrate(&pool).await?;
-        tracing::info!(database = %address, "Database schema is up to date.");
+        tracing::info!("Database schema is up to date.");
         Ok(())
     })
 }

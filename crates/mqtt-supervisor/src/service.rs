@@ -20,10 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Options of `mqtt-supervisor run`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Apply migrations before starting.
     pub migrate: bool,
+    /// When the stop signal arrived (set by [`crate::signals::watch`]); the
+    /// shutdown is timed from it, else from when the monitor noticed.
+    pub stop_received: Arc<OnceLock<Instant>>,
 }
 
 /// How often the instance lock's connection is checked.
@@ -130,7 +133,11 @@ pub async fn run(
     token.cancelled().await;
     let shutdown_began = Instant::now();
     let report = monitor_task.await.context("monitor task failed")?;
-    let elapsed = report.elapsed.as_secs_f64();
+    let elapsed = options
+        .stop_received
+        .get()
+        .map_or(report.elapsed, |at| at.elapsed())
+        .as_secs_f64();
     if report.abandoned > 0 {
         tracing::warn!(
             connections = report.connections,

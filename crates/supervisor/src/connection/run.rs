@@ -243,7 +243,12 @@ impl ConnectionManager {
         };
         let detail = format!("{reason}; retrying in {:.1} s", delay.as_secs_f64());
         let first = self.failures_in_a_row == 1;
+        let tls = matches!(error, LinkError::Tls(_));
         match (lasting, first) {
+            (true, true) if tls => tracing::error!(
+                broker = %self.spec.broker(), error = %reason,
+                "TLS handshake with the broker failed; retrying every {} s.", REFUSED_RETRY.as_secs()
+            ),
             (true, true) => tracing::error!(
                 broker = %self.spec.broker(), error = %reason,
                 "Broker refused the connection; retrying every {} s.", REFUSED_RETRY.as_secs()
