@@ -2,4 +2,20 @@
 //! a private Mosquitto per test. Set TEST_LOG=1 to see the service's output.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod broker_outage;
+mod cli;
+mod crash;
+mod database;
+mod deploy_files;
+mod instance_lock;
+mod invalid_rows;
 mod lifecycle;
+mod notify;
+mod oversize;
+mod refusals;
+mod secrets;
+mod settings;
+mod shutdown;
+mod supervisord;
+mod takeover;
+mod tls;

@@ -61,7 +61,7 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("mosquitto must be installed (scripts/test-deps.sh installs it)");
+            .expect("mosquitto must be installed (scripts/deps.sh installs it)");
         self.child = Some(child);
         let port = self.port;
         let up = crate::eventually(Duration::from_secs(10), || async move {
@@ -134,6 +134,13 @@ impl Broker {
             .lines()
             .filter(|l| l.contains("New client connected") && l.contains(&needle))
             .count()
+    }
+
+    /// How many clean DISCONNECTs the broker received from `client_id`
+    /// (from its log); a clean DISCONNECT suppresses the Will.
+    pub fn disconnects_of(&self, client_id: &str) -> usize {
+        let needle = format!("Received DISCONNECT from {client_id}");
+        self.log().lines().filter(|l| l.ends_with(&needle)).count()
     }
 }
 
