@@ -43,9 +43,7 @@ pub mod duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match DurationRepr::deserialize(d)? {
             DurationRepr::Secs(s) => Ok(Duration::from_secs(s)),
-            DurationRepr::Float(f) if (0.0..1e12).contains(&f) => {
-                Ok(Duration::from_secs_f64(f))
-            }
+            DurationRepr::Float(f) if (0.0..1e12).contains(&f) => Ok(Duration::from_secs_f64(f)),
             DurationRepr::Float(_) => Err(serde::de::Error::custom(
                 "expected a non-negative number of seconds",
             )),
