@@ -50,11 +50,12 @@ cargo build --workspace --all-targets
 
 failed=0
 if cargo nextest --version >/dev/null 2>&1; then
-    step "cargo nextest run --workspace --no-fail-fast"
-    cargo nextest run --workspace --no-fail-fast "$@" </dev/null || failed=1
-    # nextest does not run doctests.
+    # nextest does not run doctests; run them first so that nextest's
+    # summary of every test is the last thing printed.
     step "cargo test --workspace --doc"
     cargo test --workspace --doc </dev/null || failed=1
+    step "cargo nextest run --workspace --no-fail-fast"
+    cargo nextest run --workspace --no-fail-fast "$@" </dev/null || failed=1
 else
     step "cargo test --workspace --no-fail-fast (cargo-nextest is not installed)"
     # Without nextest nothing ends a hung test: bound the whole run.
