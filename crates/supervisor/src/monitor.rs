@@ -20,7 +20,7 @@ mod listen;
 use crate::backoff::Backoff;
 use crate::connection::ConnectionHandle;
 use crate::fleet::{ConnectionView, Fleet};
-use crate::plan::plan;
+use crate::plan::{plan, validate_all};
 use crate::recorder::Recorder;
 use crate::spec::{ConnectionSpec, InvalidRow};
 use crate::state::ConnectionState;
@@ -381,35 +381,6 @@ impl Monitor {
             elapsed: began.elapsed(),
         }
     }
-}
-
-/// Validates the enabled rows. Two names that sanitise to the same client
-/// ID (`site.88` and `site_88`) would kick each other off the broker
-/// forever: the later row is reported invalid instead.
-fn validate_all(
-    rows: &[store::ConnectionRow],
-    settings: &Settings,
-) -> Vec<Result<ConnectionSpec, InvalidRow>> {
-    let mut owners: HashMap<String, (i64, String)> = HashMap::new();
-    rows.iter()
-        .filter(|r| r.is_enabled)
-        .map(|r| {
-            let spec = ConnectionSpec::from_row(r, settings)?;
-            if let Some((id, name)) = owners.get(&spec.client_id) {
-                return Err(InvalidRow {
-                    id: spec.id,
-                    name: spec.name.clone(),
-                    client_id: spec.client_id.clone(),
-                    reason: format!(
-                        "client ID {} is already used by row {id} ({name}); rename one of them",
-                        spec.client_id
-                    ),
-                });
-            }
-            owners.insert(spec.client_id.clone(), (spec.id, spec.name.clone()));
-            Ok(spec)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The reconcile diff: desired rows against running actors, as pure data.
 
 use crate::spec::{ConnectionSpec, InvalidRow};
+use settings::Settings;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -47,6 +48,35 @@ pub fn plan(
     stop.sort_unstable();
     out.stop = stop;
     out
+}
+
+/// Validates the enabled rows. Two names that sanitise to the same client
+/// ID (`site.88` and `site_88`) would kick each other off the broker
+/// forever: the later row is reported invalid instead.
+pub fn validate_all(
+    rows: &[store::ConnectionRow],
+    settings: &Settings,
+) -> Vec<Result<ConnectionSpec, InvalidRow>> {
+    let mut owners: HashMap<String, (i64, String)> = HashMap::new();
+    rows.iter()
+        .filter(|r| r.is_enabled)
+        .map(|r| {
+            let spec = ConnectionSpec::from_row(r, settings)?;
+            if let Some((id, name)) = owners.get(&spec.client_id) {
+                return Err(InvalidRow {
+                    id: spec.id,
+                    name: spec.name.clone(),
+                    client_id: spec.client_id.clone(),
+                    reason: format!(
+                        "client ID {} is already used by row {id} ({name}); rename one of them",
+                        spec.client_id
+                    ),
+                });
+            }
+            owners.insert(spec.client_id.clone(), (spec.id, spec.name.clone()));
+            Ok(spec)
+        })
+        .collect()
 }
 
 #[cfg(test)]
