@@ -35,9 +35,16 @@ impl Backoff {
 
     /// The next delay, jittered, and count the attempt.
     pub fn next_delay(&mut self) -> Duration {
+        self.next_ceiling().mul_f64(fastrand::f64())
+    }
+
+    /// The next delay without jitter (for one task retrying, where a
+    /// predictable, loggable delay matters more than spreading), and count
+    /// the attempt.
+    pub fn next_ceiling(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
-        ceiling.mul_f64(fastrand::f64())
+        ceiling
     }
 
     /// After a success: start again from `initial`.
@@ -79,6 +86,14 @@ mod tests {
             seen.insert(b.next_delay().as_millis());
         }
         assert!(seen.len() > 10, "delays barely vary: {seen:?}");
+    }
+
+    #[test]
+    fn unjittered_ceilings_count_attempts_too() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        let got: Vec<u64> = (0..5).map(|_| b.next_ceiling().as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 5, 5]);
+        assert_eq!(b.attempts(), 5);
     }
 
     #[test]

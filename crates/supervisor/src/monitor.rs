@@ -165,8 +165,7 @@ impl Monitor {
                 Instant::now() + self.settings.monitor_interval
             }
             Err(e) => {
-                let delay = self.db_backoff.ceiling();
-                self.db_backoff.next_delay();
+                let delay = self.db_backoff.next_ceiling();
                 if self.db_failing {
                     tracing::info!(error = %e, "Database still unreachable; retrying in {} s.", delay.as_secs());
                 } else {
@@ -293,8 +292,7 @@ impl Monitor {
             backoff.reset();
         }
         *last = Instant::now();
-        let delay = backoff.ceiling();
-        backoff.next_delay();
+        let delay = backoff.next_ceiling();
         self.revive_at.insert(id, Instant::now() + delay);
         let what = panic.unwrap_or_else(|| "ended unexpectedly".to_owned());
         tracing::error!(

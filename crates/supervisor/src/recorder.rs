@@ -180,8 +180,7 @@ impl Recorder {
                         break;
                     }
                     Err(e) => {
-                        let delay = backoff.ceiling();
-                        backoff.next_delay();
+                        let delay = backoff.next_ceiling();
                         if !failing {
                             tracing::warn!(
                                 error = %e,

@@ -20,8 +20,7 @@ pub(super) async fn run(pool: PgPool, wake: Arc<Notify>, token: CancellationToke
             None => return,
             Some(Ok(listener)) => listener,
             Some(Err(e)) => {
-                let delay = backoff.ceiling();
-                backoff.next_delay();
+                let delay = backoff.next_ceiling();
                 if !lost {
                     tracing::warn!(error = %e, "Cannot LISTEN for connection changes; retrying in {} s (the periodic reconcile still runs).", delay.as_secs());
                     lost = true;
@@ -56,8 +55,7 @@ pub(super) async fn run(pool: PgPool, wake: Arc<Notify>, token: CancellationToke
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "LISTEN connection failed; reconnecting.");
                     lost = true;
-                    let delay = backoff.ceiling();
-                    backoff.next_delay();
+                    let delay = backoff.next_ceiling();
                     if token
                         .run_until_cancelled(tokio::time::sleep(delay))
                         .await
