@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where the binary is: MQTT_SUPERVISOR_BIN, else next to the test
 /// executable's folder (`target/<profile>/mqtt-supervisor`), which
@@ -160,23 +159,20 @@ fn pump(stream: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
     });
 }
 
-/// A plain HTTP/1.1 GET on 127.0.0.1:`port`: (status, body).
+/// GET http://127.0.0.1:`port``path`: (status, body); `None` when nothing
+/// answers within 5 s.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let fut = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_owned();
-        Some((code, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .ok()?
+    let url = format!("http://127.0.0.1:{port}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().ok()?;
+        let body = response.body_mut().read_to_string().ok()?;
+        Some((response.status().as_u16(), body))
+    })
+    .await
+    .ok()?
 }

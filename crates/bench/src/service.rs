@@ -11,7 +11,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// How often the health endpoint is polled while waiting.
@@ -213,23 +212,21 @@ impl Service {
     }
 }
 
-/// A plain HTTP/1.1 GET on 127.0.0.1:`port`: the body of a 2xx or 503 answer.
+/// GET http://127.0.0.1:`port``path`: the body of a 2xx or 503 answer;
+/// `None` when nothing answers within 2 s.
 async fn http_get(port: u16, path: &str) -> Option<String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let code: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-        ((200..300).contains(&code) || code == 503).then(|| body.to_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .ok()?
+    let url = format!("http://127.0.0.1:{port}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(2)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().ok()?;
+        let code = response.status().as_u16();
+        let body = response.body_mut().read_to_string().ok()?;
+        ((200..300).contains(&code) || code == 503).then_some(body)
+    })
+    .await
+    .ok()?
 }
