@@ -3,11 +3,11 @@
 
 use crate::AppState;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::time::Duration;
 use supervisor::{Fleet, Status};
 
@@ -64,10 +64,13 @@ pub struct Detail {
     pub reconnects: u64,
 }
 
-/// Query string of the health endpoint.
-#[derive(Debug, Default, Deserialize)]
-pub struct HealthQuery {
-    verbose: Option<String>,
+/// `?verbose=true` (also `1`, `yes`), read leniently: a repeated or
+/// unknown parameter, or a malformed query, is never an error, since a
+/// health check must answer with the health document.
+fn is_verbose(query: Option<&str>) -> bool {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).any(|(k, v)| {
+        k == "verbose" && matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes")
+    })
 }
 
 /// Judges the fleet. `healthy`: every enabled connection is connected and the
@@ -133,26 +136,12 @@ pub fn assess(fleet: &Fleet, database_ok: bool, verbose: bool) -> (HealthReport,
     (report, code)
 }
 
-pub(crate) async fn handler(
-    State(app): State<AppState>,
-    Query(query): Query<HealthQuery>,
-) -> Response {
-    let verbose = matches!(
-        query
-            .verbose
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some("true" | "1" | "yes")
-    );
+pub(crate) async fn handler(State(app): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let verbose = is_verbose(query.as_deref());
     let database_ok = match app.pool.get() {
         Some(pool) => matches!(
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                sqlx::query("SELECT 1").execute(pool)
-            )
-            .await,
-            Ok(Ok(_))
+            tokio::time::timeout(Duration::from_secs(1), store::ping(pool)).await,
+            Ok(Ok(()))
         ),
         None => false,
     };

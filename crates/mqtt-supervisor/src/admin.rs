@@ -7,7 +7,6 @@ use chrono::Utc;
 use settings::Settings;
 use std::time::Duration;
 use store::{ConnectionRow, NewConnection, PgPool, StoreError};
-use supervisor::ConnectionSpec;
 
 /// Why an admin command failed; the binary maps it to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -118,8 +117,17 @@ pub async fn add(pool: &PgPool, settings: &Settings, new: NewConnection) -> Resu
         created_at: Utc::now(),
         updated_at: Utc::now(),
     };
-    let spec = ConnectionSpec::from_row(&row, settings)
-        .map_err(|e| AdminError::Invalid(format!("connection `{}`: {}", new.name, e.reason)))?;
+    // The same validator as the service, and the client ID must be free.
+    let existing = store::load_connections(pool)
+        .await
+        .context("cannot read mqtt_connections (did you run `mqtt-supervisor migrate`?)")?;
+    let spec = supervisor::validate_candidate(&row, &existing, settings).map_err(|e| {
+        AdminError::Invalid(format!(
+            "connection `{}`: {}",
+            supervisor::untrusted::clean(&new.name),
+            e.reason
+        ))
+    })?;
     match store::add_connection(pool, &new).await {
         Ok(_) => {
             println!(

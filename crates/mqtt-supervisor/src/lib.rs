@@ -4,6 +4,7 @@
 //! and maps errors to exit codes; everything here can be driven by tests.
 
 pub mod admin;
+pub mod lock;
 pub mod logging;
 pub mod probe;
 pub mod service;

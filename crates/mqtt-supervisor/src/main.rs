@@ -8,7 +8,8 @@ use mqtt_supervisor::admin::{self, AdminError};
 use mqtt_supervisor::{logging, probe, service, signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
+use supervisor::Shutdown;
 
 #[derive(Parser)]
 #[command(name = "mqtt-supervisor", version, about)]
@@ -124,7 +125,6 @@ fn main() -> ExitCode {
                 loaded.settings,
                 service::RunOptions {
                     migrate: !no_migrate,
-                    ..Default::default()
                 },
             )
         }
@@ -162,14 +162,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_service(settings: settings::Settings, options: service::RunOptions) -> anyhow::Result<()> {
-    runtime()?.block_on(async move {
-        let token = CancellationToken::new();
-        let signals = tokio::spawn(signals::watch(token.clone(), options.stop_received.clone()));
-        let result = service::run(settings, options, token.clone()).await;
-        token.cancel();
+    let runtime = runtime()?;
+    let result = runtime.block_on(async move {
+        let shutdown = Shutdown::new(settings.shutdown_timeout);
+        let signals = tokio::spawn(signals::watch(shutdown.clone()));
+        let result = service::run(settings, options, shutdown.clone()).await;
+        shutdown.begin();
         signals.abort();
         result
-    })
+    });
+    // Whatever is still running (a blocking DNS look-up, a task past the
+    // deadline) must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
 }
 
 fn migrate(settings: &settings::Settings) -> anyhow::Result<()> {

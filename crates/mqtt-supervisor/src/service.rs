@@ -3,46 +3,44 @@
 //! 1. HTTP listens first, so health answers `critical` while starting.
 //! 2. The database is awaited with progress lines, never a crash loop.
 //! 3. Migrations (unless `--no-migrate`), then the instance lock: one live
-//!    process per MQTT_INSTANCE_ID, or the two would fight over client IDs.
+//!    process per (sanitised) MQTT_INSTANCE_ID, or the two would fight over
+//!    client IDs (see [`crate::lock`]).
 //! 4. The recorder and the monitor start; `Ready` is logged once the first
 //!    reconcile has started every enabled row.
-//! 5. On cancel (SIGTERM/SIGINT): every actor says goodbye in parallel, the
-//!    last states are written, all within MQTT_SHUTDOWN_TIMEOUT.
+//! 5. On cancel (SIGTERM/SIGINT): one deadline, taken at the signal, bounds
+//!    every await on the way out, database queries included. Every actor
+//!    says goodbye in parallel, the last states are written, and the exit
+//!    line accounts for every task the service started ([`Tasks`]).
 
-use anyhow::{Context, bail};
+use crate::lock;
+use anyhow::Context;
 use settings::Settings;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use store::{InstanceLock, PgPool};
-use supervisor::{Fleet, Monitor, MonitorOptions, Recorder};
+use store::PgPool;
+use supervisor::{Fleet, Monitor, MonitorOptions, Recorder, Shutdown, TaskKind, Tasks};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Options of `mqtt-supervisor run`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Apply migrations before starting.
     pub migrate: bool,
-    /// When the stop signal arrived (set by [`crate::signals::watch`]); the
-    /// shutdown is timed from it, else from when the monitor noticed.
-    pub stop_received: Arc<OnceLock<Instant>>,
 }
 
-/// How often the instance lock's connection is checked.
-const LOCK_CHECK: Duration = Duration::from_secs(5);
-
-/// Runs the service until `token` is cancelled, then shuts down.
+/// Runs the service until `shutdown` begins, then shuts down within its
+/// deadline.
 pub async fn run(
     settings: Settings,
     options: RunOptions,
-    token: CancellationToken,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let token = shutdown.token().clone();
     let settings = Arc::new(settings);
     let (fleet_tx, fleet_rx) = Fleet::channel();
     let pool_cell: Arc<OnceLock<PgPool>> = Arc::new(OnceLock::new());
-    let tracker = TaskTracker::new();
+    let tasks = Tasks::new();
 
     let listener = TcpListener::bind(settings.http_addr)
         .await
@@ -58,7 +56,7 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION"),
     };
     let http_token = token.clone();
-    tracker.spawn(async move {
+    tasks.spawn(TaskKind::Http, async move {
         if let Err(e) = http::serve(listener, http::router(app), http_token).await {
             tracing::error!(error = %e, "HTTP server failed.");
         }
@@ -77,45 +75,80 @@ pub async fn run(
         .await
         .with_context(|| format!("database {db_addr}"))?
     else {
-        return stop_early(tracker).await;
+        return stop_early(&shutdown, &tasks).await;
     };
     // Set once, here; nothing else sets it.
     let _ = pool_cell.set(pool.clone());
     if options.migrate {
-        store::migrate(&pool).await.context("applying migrations")?;
+        match token.run_until_cancelled(store::migrate(&pool)).await {
+            None => return stop_early(&shutdown, &tasks).await,
+            Some(result) => result.context("applying migrations")?,
+        }
         tracing::info!("Database schema is up to date.");
     }
 
-    let Some(lock) = acquire_lock(&db_options, &settings.instance_id, &token).await? else {
-        return stop_early(tracker).await;
+    let lock_key = settings::sanitize_client_id_part(&settings.instance_id);
+    let Some(acquired) = lock::acquire(&db_options, &lock_key, &token).await else {
+        return stop_early(&shutdown, &tasks).await;
     };
-    match store::mark_owned_stopped(&pool, &settings.instance_id).await {
-        Ok(n) if n > 0 => tracing::info!(rows = n, "Cleared states left by a previous run."),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "Could not clear states left by a previous run."),
+    let stale = match token
+        .run_until_cancelled(store::mark_owned_stopped(&pool, &settings.instance_id))
+        .await
+    {
+        None => return stop_early(&shutdown, &tasks).await,
+        Some(Ok(n)) => {
+            if n > 0 {
+                tracing::info!(rows = n, "Cleared states left by a previous run.");
+            }
+            n
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "Could not clear states left by a previous run.");
+            0
+        }
+    };
+    // A previous holder that did not exit cleanly (it waited for us, or left
+    // `connected` states behind) may still be closing its connections.
+    if acquired.waited || stale > 0 {
+        let grace = lock::handover_grace(settings.shutdown_timeout);
+        tracing::info!(
+            instance_id = %settings.instance_id,
+            "Waiting {:.1} s for a previous process of this instance to let go before connecting.",
+            grace.as_secs_f64()
+        );
+        if token
+            .run_until_cancelled(tokio::time::sleep(grace))
+            .await
+            .is_none()
+        {
+            return stop_early(&shutdown, &tasks).await;
+        }
     }
 
     let recorder = Recorder::new(settings.instance_id.clone());
-    let recorder_task = tokio::spawn(recorder.clone().run(pool.clone(), token.child_token()));
-    let keeper = tokio::spawn(keep_lock(
-        lock,
-        db_options.clone(),
-        settings.instance_id.clone(),
-        token.clone(),
-    ));
-    let monitor = Monitor::new(
-        pool.clone(),
-        MonitorOptions {
-            settings: settings.clone(),
-        },
-        recorder.clone(),
-        token.clone(),
-        fleet_tx,
+    let recorder_task = tasks.spawn(
+        TaskKind::Recorder,
+        recorder.clone().run(pool.clone(), token.child_token()),
+    );
+    let keeper = tasks.spawn(
+        TaskKind::LockKeeper,
+        lock::keep(acquired.lock, db_options.clone(), lock_key, token.clone()),
     );
     let timeout = settings.shutdown_timeout;
     // Keep a slice of the budget for writing the final states.
     let reserve = (timeout / 5).min(Duration::from_millis(500));
-    let monitor_task = tokio::spawn(monitor.run(move || timeout - reserve));
+    let monitor = Monitor::new(
+        pool.clone(),
+        MonitorOptions {
+            settings: settings.clone(),
+            final_write_reserve: reserve,
+        },
+        recorder.clone(),
+        shutdown.clone(),
+        tasks.clone(),
+        fleet_tx,
+    );
+    let monitor_task = tasks.spawn(TaskKind::Monitor, monitor.run());
 
     let mut ready = fleet_rx.clone();
     if let Some(Ok(fleet)) = token
@@ -131,129 +164,62 @@ pub async fn run(
     }
 
     token.cancelled().await;
-    let shutdown_began = Instant::now();
-    let report = monitor_task.await.context("monitor task failed")?;
-    let elapsed = options
-        .stop_received
-        .get()
-        .map_or(report.elapsed, |at| at.elapsed())
-        .as_secs_f64();
-    if report.abandoned > 0 {
-        tracing::warn!(
+    // From here on, every await is bounded by the one deadline.
+    let report = shutdown.bounded(monitor_task).await;
+    let elapsed = shutdown.began().elapsed().as_secs_f64();
+    match report {
+        Some(Ok(report)) if report.abandoned > 0 => tracing::warn!(
             connections = report.connections,
             abandoned = report.abandoned,
             "{} of {} connection(s) did not close within MQTT_SHUTDOWN_TIMEOUT; dropped after {elapsed:.2} s.",
             report.abandoned,
             report.connections
-        );
-    } else {
-        tracing::info!(
+        ),
+        Some(Ok(report)) => tracing::info!(
             connections = report.connections,
             elapsed_secs = elapsed,
             "All connections disconnected in {elapsed:.2} s."
+        ),
+        Some(Err(e)) => tracing::error!(error = %e, "The monitor task failed during shutdown."),
+        None => tracing::warn!("The monitor did not finish by the shutdown deadline."),
+    }
+    let _ = shutdown.bounded(recorder_task).await;
+    match shutdown.bounded(recorder.flush(&pool)).await {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "Could not write the final connection states.")
+        }
+        None => tracing::warn!(
+            "Writing the final connection states did not finish by the shutdown deadline; the next start marks them stopped."
+        ),
+    }
+    tasks.close();
+    let keeper_result = shutdown.bounded(keeper).await;
+    let all_done = shutdown.bounded(tasks.wait()).await.is_some();
+    let elapsed = shutdown.began().elapsed().as_secs_f64();
+    if all_done {
+        tracing::info!(
+            elapsed_secs = elapsed,
+            "Shutdown complete in {elapsed:.2} s; every task finished."
+        );
+    } else {
+        tracing::warn!(
+            elapsed_secs = elapsed,
+            still_running = %tasks.describe_running(),
+            "Shutdown deadline reached after {elapsed:.2} s; still running (dropped at exit): {}.",
+            tasks.describe_running()
         );
     }
-    let _ = recorder_task.await;
-    let left = timeout
-        .saturating_sub(shutdown_began.elapsed())
-        .max(Duration::from_millis(100));
-    match tokio::time::timeout(left, recorder.flush(&pool)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "Could not write the final connection states."),
-        Err(_) => tracing::warn!("Writing the final connection states timed out."),
-    }
-    tracker.close();
-    let left = timeout.saturating_sub(shutdown_began.elapsed());
-    let _ = tokio::time::timeout(left, tracker.wait()).await;
-    match keeper.await {
-        Ok(Err(e)) => Err(e),
+    match keeper_result {
+        Some(Ok(Err(e))) => Err(e),
         _ => Ok(()),
     }
 }
 
-async fn stop_early(tracker: TaskTracker) -> anyhow::Result<()> {
-    tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+/// Cancelled during start-up: stop what was started, within the deadline.
+async fn stop_early(shutdown: &Shutdown, tasks: &Tasks) -> anyhow::Result<()> {
+    tasks.close();
+    let _ = shutdown.bounded(tasks.wait()).await;
     tracing::info!("Stopped before start-up finished.");
     Ok(())
-}
-
-/// Waits for the instance lock; `None` when cancelled meanwhile.
-async fn acquire_lock(
-    options: &sqlx::postgres::PgConnectOptions,
-    instance_id: &str,
-    token: &CancellationToken,
-) -> anyhow::Result<Option<InstanceLock>> {
-    for attempt in 1u32.. {
-        match InstanceLock::try_acquire(options, instance_id).await {
-            Ok(Some(lock)) => return Ok(Some(lock)),
-            Ok(None) => tracing::warn!(
-                instance_id,
-                attempt,
-                "Another live process runs instance {instance_id}; waiting for it to stop (attempt {attempt}, next in 2 s)."
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "Could not take the instance lock; retrying in 2 s.")
-            }
-        }
-        if token
-            .run_until_cancelled(tokio::time::sleep(Duration::from_secs(2)))
-            .await
-            .is_none()
-        {
-            return Ok(None);
-        }
-    }
-    Ok(None)
-}
-
-/// Keeps the instance lock: if its connection drops (database restart), takes
-/// it again. If another process took it meanwhile, two processes would own
-/// the same client IDs: shut down (exit 1) and let the process manager decide.
-async fn keep_lock(
-    mut lock: InstanceLock,
-    options: sqlx::postgres::PgConnectOptions,
-    instance_id: String,
-    token: CancellationToken,
-) -> anyhow::Result<()> {
-    loop {
-        if token
-            .run_until_cancelled(tokio::time::sleep(LOCK_CHECK))
-            .await
-            .is_none()
-        {
-            drop(lock);
-            return Ok(());
-        }
-        if lock.is_held().await {
-            continue;
-        }
-        tracing::warn!(instance_id = %instance_id, "Lost the instance lock's database connection; taking it again.");
-        loop {
-            match InstanceLock::try_acquire(&options, &instance_id).await {
-                Ok(Some(again)) => {
-                    tracing::info!("Instance lock held again.");
-                    lock = again;
-                    break;
-                }
-                Ok(None) => {
-                    tracing::error!(
-                        instance_id = %instance_id,
-                        "Another process took instance {instance_id} while the database was away; shutting down to avoid a client ID war."
-                    );
-                    token.cancel();
-                    bail!("instance lock taken by another process");
-                }
-                Err(_) => {
-                    if token
-                        .run_until_cancelled(tokio::time::sleep(LOCK_CHECK))
-                        .await
-                        .is_none()
-                    {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
 }

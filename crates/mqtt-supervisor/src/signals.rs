@@ -1,28 +1,28 @@
-//! SIGTERM and SIGINT: the first cancels the root token (graceful shutdown),
-//! a second one exits at once.
+//! SIGTERM and SIGINT: the first begins the graceful shutdown (its instant
+//! starts the one deadline), a second one exits at once.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use supervisor::Shutdown;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
-/// Cancels `token` on the first SIGTERM/SIGINT, noting the instant in
-/// `received` first (the shutdown is timed from it); exits the process with
-/// code 1 on a second one. Runs until the second signal.
-pub async fn watch(
-    token: CancellationToken,
-    received: Arc<OnceLock<Instant>>,
-) -> std::io::Result<()> {
+/// Begins `shutdown` on the first SIGTERM/SIGINT, as of the instant it
+/// arrived; exits the process with code 1 on a second one. Runs until the
+/// second signal (or until the shutdown began some other way).
+pub async fn watch(shutdown: Shutdown) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let first = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
-        () = token.cancelled() => return Ok(()),
+        () = shutdown.token().cancelled() => "",
     };
-    let _ = received.set(Instant::now());
-    tracing::info!(signal = first, "Shutting down: closing every connection.");
-    token.cancel();
+    if first.is_empty() {
+        // Begun by the service itself (instance lock lost): a signal now is
+        // still a second one.
+    } else {
+        shutdown.begin_at(Instant::now());
+        tracing::info!(signal = first, "Shutting down: closing every connection.");
+    }
     let second = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",

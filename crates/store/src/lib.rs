@@ -50,7 +50,36 @@ pub enum StoreError {
     /// A connection with this name exists already.
     #[error("a connection named `{0}` exists already")]
     Exists(String),
-    /// The database refused the values (a CHECK constraint).
+    /// The database refused the values (a CHECK constraint, or data it
+    /// cannot store: SQLSTATE classes 22 and 23). Retrying the same values
+    /// fails again.
     #[error("the database refused the values ({0})")]
     Rejected(String),
+}
+
+impl StoreError {
+    /// Sorts a failed write: data the database refuses (SQLSTATE class 22,
+    /// data exception, or 23, integrity constraint) becomes
+    /// [`StoreError::Rejected`]; anything else (connection, timeout) stays
+    /// as it is and is worth retrying.
+    pub fn classify(e: sqlx::Error) -> StoreError {
+        if let sqlx::Error::Database(db) = &e
+            && let Some(code) = db.code()
+            && (code.starts_with("22") || code.starts_with("23"))
+        {
+            return StoreError::Rejected(format!("SQLSTATE {code}: {}", db.message()));
+        }
+        StoreError::Database(e)
+    }
+
+    /// True for errors that the same values will meet again.
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, StoreError::Rejected(_))
+    }
+}
+
+/// `SELECT 1`: does the database answer?
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
 }

@@ -31,13 +31,25 @@ pub struct EventRecord {
 
 /// Upserts `states` and appends `events` in one transaction, as `owner`.
 /// States of rows deleted meanwhile are skipped (their state row went with
-/// them). Either all of it is stored or none.
+/// them). Either all of it is stored or none; values the database refuses
+/// are reported as [`StoreError::Rejected`].
 pub async fn write_batch(
     pool: &PgPool,
     owner: &str,
     states: &[StateRecord],
     events: &[EventRecord],
 ) -> Result<(), StoreError> {
+    write_batch_inner(pool, owner, states, events)
+        .await
+        .map_err(StoreError::classify)
+}
+
+async fn write_batch_inner(
+    pool: &PgPool,
+    owner: &str,
+    states: &[StateRecord],
+    events: &[EventRecord],
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     if !states.is_empty() {
         let ids: Vec<i64> = states.iter().map(|s| s.connection_id).collect();
@@ -101,8 +113,7 @@ pub async fn write_batch(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// At start: states this owner left behind (a crash, a SIGKILL) say

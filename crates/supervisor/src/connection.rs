@@ -17,11 +17,13 @@
 //! Readers get the state through a `watch` receiver and never wait on the
 //! actor; the [`Recorder`] writes changes to the database.
 
+pub mod policy;
 mod run;
 
 use crate::recorder::Recorder;
 use crate::spec::ConnectionSpec;
 use crate::state::{ConnectionState, Status};
+use crate::tasks::{TaskKind, Tasks};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
@@ -49,13 +51,18 @@ pub struct ConnectionHandle {
 }
 
 impl ConnectionHandle {
-    /// Spawns the actor for `spec` into `tasks`. It stops when `parent` is
-    /// cancelled, when [`ConnectionHandle::stop`] is called, or on a command.
+    /// Spawns the actor for `spec` into `tasks` (counted in `tracked`). It
+    /// stops when `parent` is cancelled, when [`ConnectionHandle::stop`] is
+    /// called, or on a command. It connects only after every actor in
+    /// `predecessors` (earlier actors of the same row, still closing) has
+    /// stopped, or their goodbye time is up.
     pub fn spawn(
         spec: ConnectionSpec,
         recorder: Recorder,
         parent: &CancellationToken,
         tasks: &mut JoinSet<()>,
+        tracked: &Tasks,
+        predecessors: Vec<ConnectionHandle>,
     ) -> (ConnectionHandle, AbortHandle) {
         let spec = Arc::new(spec);
         let (commands_tx, commands_rx) = mpsc::channel(4);
@@ -72,8 +79,10 @@ impl ConnectionHandle {
             state_tx,
             commands_rx,
             token.clone(),
+            predecessors,
         );
-        let abort = tasks.spawn(manager.run().instrument(span));
+        let abort =
+            tasks.spawn(tracked.track(TaskKind::Connection, manager.run().instrument(span)));
         let handle = ConnectionHandle {
             spec,
             commands: commands_tx,
@@ -101,6 +110,11 @@ impl ConnectionHandle {
     /// Sends a command; false when the actor is gone or busy.
     pub fn send(&self, command: ConnectionCommand) -> bool {
         self.commands.try_send(command).is_ok()
+    }
+
+    /// True once the actor reported `stopped`.
+    pub fn is_stopped(&self) -> bool {
+        self.state.borrow().status == Status::Stopped
     }
 
     /// Waits until the actor reports `stopped` (or is gone).

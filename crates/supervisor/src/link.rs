@@ -6,14 +6,10 @@
 
 use crate::spec::{ConnectionSpec, Protocol};
 use crate::tls;
+use crate::untrusted::clean;
 use rumqttc::v5;
 use std::io;
 use std::time::Duration;
-
-/// Largest packet MQTT can carry; rumqttc 3.1.1 drops the connection on a
-/// larger one than its limit, so the wire limit is the protocol's and the
-/// setting is enforced by the actor (a flapping connection helps no one).
-const V4_WIRE_LIMIT: usize = 268_435_460;
 
 /// Requests waiting for the event loop (online, subscribe, offline, disconnect).
 const REQUEST_CAPACITY: usize = 16;
@@ -52,8 +48,15 @@ pub enum LinkError {
     KeepAliveTimeout,
     /// No CONNACK within the connect timeout.
     ConnectTimeout,
-    /// A packet larger than rumqttc's limit; the connection was dropped.
-    TooLarge(usize),
+    /// The broker sent a packet larger than MQTT_MAX_PACKET_SIZE; rumqttc
+    /// refuses it from its header, before reading (or buffering) the body,
+    /// and drops the connection.
+    TooLarge {
+        /// Size the packet announced.
+        size: usize,
+        /// MQTT_MAX_PACKET_SIZE.
+        limit: usize,
+    },
     /// Anything else on the network (refused, unreachable, DNS, reset).
     Network(String),
 }
@@ -67,7 +70,10 @@ impl std::fmt::Display for LinkError {
             LinkError::ClosedByBroker(why) => write!(f, "broker closed the connection ({why})"),
             LinkError::KeepAliveTimeout => f.write_str("no answer to keep-alive ping"),
             LinkError::ConnectTimeout => f.write_str("no CONNACK within the connect timeout"),
-            LinkError::TooLarge(n) => write!(f, "packet of {n} bytes exceeds the limit"),
+            LinkError::TooLarge { size, limit } => write!(
+                f,
+                "the broker sent a packet of {size} bytes, above MQTT_MAX_PACKET_SIZE ({limit} bytes); topic unknown (the packet was refused from its header)"
+            ),
             LinkError::Network(why) => f.write_str(why),
         }
     }
@@ -88,7 +94,9 @@ impl Link {
     /// Builds the client for `spec`; nothing is sent until the first poll.
     pub fn new(spec: &ConnectionSpec) -> Result<Link, LinkError> {
         let tls = match &spec.tls {
-            Some(ca) => Some(tls::client_config(ca.as_deref()).map_err(LinkError::Tls)?),
+            Some(ca) => {
+                Some(tls::client_config(ca.as_deref()).map_err(|e| LinkError::Tls(e.to_string()))?)
+            }
             None => None,
         };
         let user = spec.username.clone();
@@ -98,7 +106,12 @@ impl Link {
                 let mut o = rumqttc::MqttOptions::new(&spec.client_id, &spec.host, spec.port);
                 o.set_keep_alive(spec.keep_alive)
                     .set_clean_session(spec.clean_session)
-                    .set_max_packet_size(V4_WIRE_LIMIT, spec.max_packet_size as usize)
+                    // rumqttc reserves what a header announces before reading
+                    // the body: this limit is what bounds memory per connection.
+                    .set_max_packet_size(
+                        spec.max_packet_size as usize,
+                        spec.max_packet_size as usize,
+                    )
                     .set_inflight(INFLIGHT)
                     .set_request_channel_capacity(REQUEST_CAPACITY);
                 if let Some(u) = user {
@@ -130,7 +143,8 @@ impl Link {
                     .set_connection_timeout(timeout_secs(spec.connect_timeout))
                     .set_outgoing_inflight_upper_limit(INFLIGHT)
                     .set_request_channel_capacity(REQUEST_CAPACITY);
-                // Asks the broker not to send anything larger (MQTT 5 honours it).
+                // Asks the broker not to send anything larger (MQTT 5 honours
+                // it), and is rumqttc's incoming limit too.
                 o.set_max_packet_size(Some(spec.max_packet_size));
                 if let Some(u) = user {
                     o.set_credentials(u, pass.unwrap_or_default());
@@ -161,7 +175,7 @@ impl Link {
         match self {
             Link::V4(_, events) => match events.poll().await {
                 Ok(e) => Ok(map_v4_event(e)),
-                Err(e) => Err(map_v4_error(e)),
+                Err(e) => Err(map_v4_error(e, events.mqtt_options.max_packet_size())),
             },
             Link::V5(_, events) => match events.poll().await {
                 Ok(e) => Ok(map_v5_event(e)),
@@ -172,19 +186,19 @@ impl Link {
 
     /// Queues a retained status message (QoS 1). Never waits: a full request
     /// queue is reported, not awaited.
-    pub fn publish_status(&self, topic: &str, payload: &'static str) -> Result<(), String> {
+    pub fn publish_status(&self, topic: &str, payload: &'static str) -> Result<(), RequestError> {
         match self {
             Link::V4(c, _) => c
                 .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, payload)
-                .map_err(|e| e.to_string()),
+                .map_err(RequestError::from),
             Link::V5(c, _) => c
                 .try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, true, payload)
-                .map_err(|e| e.to_string()),
+                .map_err(RequestError::from),
         }
     }
 
     /// Queues one SUBSCRIBE (QoS 1) for all `filters`.
-    pub fn subscribe(&self, filters: &[String]) -> Result<(), String> {
+    pub fn subscribe(&self, filters: &[String]) -> Result<(), RequestError> {
         if filters.is_empty() {
             return Ok(());
         }
@@ -195,21 +209,39 @@ impl Link {
                         rumqttc::SubscribeFilter::new(f.clone(), rumqttc::QoS::AtLeastOnce)
                     }),
                 )
-                .map_err(|e| e.to_string()),
+                .map_err(RequestError::from),
             Link::V5(c, _) => c
                 .try_subscribe_many(filters.iter().map(|f| {
                     v5::mqttbytes::v5::Filter::new(f.clone(), v5::mqttbytes::QoS::AtLeastOnce)
                 }))
-                .map_err(|e| e.to_string()),
+                .map_err(RequestError::from),
         }
     }
 
     /// Queues a DISCONNECT; keep polling until [`LinkEvent::DisconnectSent`].
-    pub fn disconnect(&self) -> Result<(), String> {
+    pub fn disconnect(&self) -> Result<(), RequestError> {
         match self {
-            Link::V4(c, _) => c.try_disconnect().map_err(|e| e.to_string()),
-            Link::V5(c, _) => c.try_disconnect().map_err(|e| e.to_string()),
+            Link::V4(c, _) => c.try_disconnect().map_err(RequestError::from),
+            Link::V5(c, _) => c.try_disconnect().map_err(RequestError::from),
         }
+    }
+}
+
+/// rumqttc's request queue refused a request (full, or the event loop is gone).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(String);
+
+impl From<rumqttc::ClientError> for RequestError {
+    fn from(e: rumqttc::ClientError) -> Self {
+        // Display only (Debug would print the whole request).
+        RequestError(clean(&e.to_string()))
+    }
+}
+
+impl From<v5::ClientError> for RequestError {
+    fn from(e: v5::ClientError) -> Self {
+        RequestError(clean(&e.to_string()))
     }
 }
 
@@ -263,17 +295,36 @@ fn map_io(e: &io::Error) -> LinkError {
         }
         ConnectionRefused => LinkError::Network("connection refused".to_owned()),
         TimedOut => LinkError::Network("network timeout".to_owned()),
-        _ => LinkError::Network(e.to_string()),
+        _ => LinkError::Network(clean(&e.to_string())),
     }
 }
 
-fn map_v4_error(e: rumqttc::ConnectionError) -> LinkError {
+/// A TLS failure: a certificate or protocol problem lasts (the same
+/// handshake fails again), while an I/O error during the handshake (reset,
+/// closed, timed out) is an ordinary network failure, retried with backoff.
+fn map_tls(e: rumqttc::TlsError) -> LinkError {
+    match e {
+        rumqttc::TlsError::Io(io) => {
+            let rustls_error = io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+            if rustls_error {
+                LinkError::Tls(clean(&io.to_string()))
+            } else {
+                map_io(&io)
+            }
+        }
+        other => LinkError::Tls(clean(&other.to_string())),
+    }
+}
+
+fn map_v4_error(e: rumqttc::ConnectionError, limit: usize) -> LinkError {
     use rumqttc::{ConnectionError as E, StateError as S};
     match e {
         E::ConnectionRefused(code) => LinkError::Refused(v4_refusal(code).to_owned()),
         E::NetworkTimeout => LinkError::ConnectTimeout,
         E::FlushTimeout => LinkError::Network("write to the broker timed out".to_owned()),
-        E::Tls(t) => LinkError::Tls(t.to_string()),
+        E::Tls(t) => map_tls(t),
         E::Io(io) => map_io(&io),
         E::MqttState(S::ConnectionAborted) => {
             LinkError::ClosedByBroker("connection closed by peer".to_owned())
@@ -281,10 +332,13 @@ fn map_v4_error(e: rumqttc::ConnectionError) -> LinkError {
         E::MqttState(S::Io(io)) => map_io(&io),
         E::MqttState(S::AwaitPingResp) => LinkError::KeepAliveTimeout,
         E::MqttState(S::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(n))) => {
-            LinkError::TooLarge(n)
+            LinkError::TooLarge { size: n, limit }
         }
-        E::NotConnAck(p) => LinkError::Network(format!("expected CONNACK, got {p:?}")),
-        other => LinkError::Network(other.to_string()),
+        E::NotConnAck(p) => LinkError::Network(format!(
+            "expected CONNACK, got {}",
+            packet_name(&format!("{p:?}"))
+        )),
+        other => LinkError::Network(clean(&other.to_string())),
     }
 }
 
@@ -295,14 +349,24 @@ fn map_v5_error(e: v5::ConnectionError) -> LinkError {
         E::ConnectionRefused(code) => LinkError::Refused(v5_refusal(code)),
         E::MqttState(S::ConnFail { reason }) => LinkError::Refused(v5_refusal(reason)),
         E::Timeout(_) => LinkError::ConnectTimeout,
-        E::Tls(t) => LinkError::Tls(t.to_string()),
+        E::Tls(t) => map_tls(t),
         E::Io(io) => map_io(&io),
         E::MqttState(S::ConnectionAborted) => {
             LinkError::ClosedByBroker("connection closed by peer".to_owned())
         }
         E::MqttState(S::Io(io)) => map_io(&io),
         E::MqttState(S::AwaitPingResp) => LinkError::KeepAliveTimeout,
-        E::MqttState(S::IncomingPacketTooLarge { pkt_size, .. }) => LinkError::TooLarge(pkt_size),
+        E::MqttState(S::IncomingPacketTooLarge { pkt_size, max }) => LinkError::TooLarge {
+            size: pkt_size,
+            limit: max,
+        },
+        E::MqttState(S::Deserialization(v5::mqttbytes::Error::PayloadSizeLimitExceeded {
+            pkt_size,
+            max,
+        })) => LinkError::TooLarge {
+            size: pkt_size,
+            limit: max as usize,
+        },
         E::MqttState(S::ServerDisconnect {
             reason_code: D::SessionTakenOver,
             ..
@@ -312,10 +376,30 @@ fn map_v5_error(e: v5::ConnectionError) -> LinkError {
             reason_string,
         }) => LinkError::ClosedByBroker(format!(
             "DISCONNECT {reason_code:?}{}",
-            reason_string.map(|s| format!(": {s}")).unwrap_or_default()
+            reason_string
+                .map(|s| format!(": {}", clean(&s)))
+                .unwrap_or_default()
         )),
-        E::NotConnAck(p) => LinkError::Network(format!("expected CONNACK, got {p:?}")),
-        other => LinkError::Network(other.to_string()),
+        E::NotConnAck(p) => LinkError::Network(format!(
+            "expected CONNACK, got {}",
+            packet_name(&format!("{p:?}"))
+        )),
+        other => LinkError::Network(clean(&other.to_string())),
+    }
+}
+
+/// The packet type of a Debug-printed packet (`Publish(...)` → `Publish`):
+/// the rest may be a whole payload from the broker.
+fn packet_name(debug: &str) -> String {
+    let name: String = debug
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .take(32)
+        .collect();
+    if name.is_empty() {
+        "an unexpected packet".to_owned()
+    } else {
+        name
     }
 }
 

@@ -4,16 +4,22 @@
 //! `mqtt_connections_changed`, it loads the rows, validates the enabled ones
 //! and applies the [`plan`](crate::plan): start new rows, stop disabled,
 //! deleted or now-invalid ones (gracefully: `offline` first), restart changed
-//! ones (the old actor has said goodbye before the new one connects, so the
-//! retained status ends `online`), revive actors that panicked (with backoff).
+//! ones, revive actors that panicked (with backoff).
 //!
-//! Actors live in a `JoinSet`; a panic is logged with the connection's
-//! identity and never reaches the process. If the database is unreachable
-//! the running actors stay up and the monitor retries with backoff.
+//! Stops run in the background: one broker that is slow to close never
+//! delays another row's change. Only a restarted row's replacement waits,
+//! inside its own task, for its predecessor to say goodbye, so the broker
+//! sees one client ID at a time and the retained status ends `online`.
 //!
-//! Shutdown: when the token is cancelled every actor (a child token) says
-//! goodbye in parallel; [`Monitor::run`] waits for them until the deadline it
-//! was given and aborts the rest.
+//! Actors live in a `JoinSet` (and in the service's [`Tasks`]); a panic is
+//! logged with the connection's identity and never reaches the process. If
+//! the database is unreachable the running actors stay up and the monitor
+//! retries with backoff.
+//!
+//! Shutdown: when the token is cancelled (a reconcile in progress is
+//! abandoned) every actor says goodbye in parallel; [`Monitor::run`] waits
+//! for them until the [`Shutdown`] deadline less the reserve for the final
+//! state write, then aborts the rest and records them `stopped`.
 
 mod listen;
 
@@ -22,9 +28,11 @@ use crate::connection::ConnectionHandle;
 use crate::fleet::{ConnectionView, Fleet};
 use crate::plan::{plan, validate_all};
 use crate::recorder::Recorder;
+use crate::shutdown::Shutdown;
 use crate::spec::{ConnectionSpec, InvalidRow};
-use crate::state::ConnectionState;
-use futures_util::future::join_all;
+use crate::state::{ConnectionState, Status};
+use crate::tasks::{TaskKind, Tasks};
+use crate::untrusted::clean;
 use settings::Settings;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -43,14 +51,18 @@ const CRASH_MEMORY: Duration = Duration::from_secs(600);
 pub struct MonitorOptions {
     /// Effective settings.
     pub settings: Arc<Settings>,
+    /// The end of the shutdown kept for writing the final states: actors
+    /// are waited for until the deadline less this.
+    pub final_write_reserve: Duration,
 }
 
 /// What the shutdown achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Actors running when shutdown began.
+    /// Actors running (or closing) when shutdown began.
     pub connections: usize,
-    /// Actors that had not finished by the deadline and were dropped.
+    /// Actors that had not finished by the deadline and were dropped (their
+    /// state is recorded `stopped`).
     pub abandoned: usize,
     /// From noticing the cancel to the last actor done (or dropped).
     pub elapsed: Duration,
@@ -70,12 +82,17 @@ struct Invalid {
 pub struct Monitor {
     pool: PgPool,
     settings: Arc<Settings>,
+    reserve: Duration,
     recorder: Recorder,
+    shutdown: Shutdown,
     token: CancellationToken,
     fleet: watch::Sender<Arc<Fleet>>,
     wake: Arc<Notify>,
+    tracked: Tasks,
     tasks: JoinSet<()>,
     actors: HashMap<i64, Actor>,
+    /// Actors told to stop, still closing (stopped rows, replaced ones).
+    stopping: HashMap<i64, Vec<Actor>>,
     invalid: HashMap<i64, Invalid>,
     desired: Vec<Result<ConnectionSpec, InvalidRow>>,
     /// Dead actors waiting for their restart time.
@@ -88,25 +105,31 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// A monitor that stops when `token` is cancelled.
-    /// `fleet` receives a new snapshot after every change (see [`Fleet::channel`]).
+    /// A monitor that stops when `shutdown` begins; its actors and its
+    /// LISTEN task are counted in `tracked`. `fleet` receives a new snapshot
+    /// after every change (see [`Fleet::channel`]).
     pub fn new(
         pool: PgPool,
         options: MonitorOptions,
         recorder: Recorder,
-        token: CancellationToken,
+        shutdown: Shutdown,
+        tracked: Tasks,
         fleet: watch::Sender<Arc<Fleet>>,
     ) -> Self {
         let interval = options.settings.monitor_interval;
         Monitor {
             pool,
             settings: options.settings,
+            reserve: options.final_write_reserve,
             recorder,
-            token,
+            token: shutdown.token().clone(),
+            shutdown,
             fleet,
             wake: Arc::new(Notify::new()),
+            tracked,
             tasks: JoinSet::new(),
             actors: HashMap::new(),
+            stopping: HashMap::new(),
             invalid: HashMap::new(),
             desired: Vec::new(),
             revive_at: HashMap::new(),
@@ -117,30 +140,43 @@ impl Monitor {
         }
     }
 
-    /// Runs until the token is cancelled, then shuts every actor down and
-    /// waits for them until `deadline` (computed from the cancel instant).
-    pub async fn run(mut self, shutdown_budget: impl Fn() -> Duration) -> ShutdownReport {
-        let listener = tokio::spawn(listen::run(
-            self.pool.clone(),
-            self.wake.clone(),
-            self.token.child_token(),
-        ));
+    /// Runs until the shutdown begins, then shuts every actor down and
+    /// waits for them until the shutdown deadline (less the reserve).
+    pub async fn run(mut self) -> ShutdownReport {
+        let listener = self.tracked.spawn(
+            TaskKind::Listener,
+            listen::run(
+                self.pool.clone(),
+                self.wake.clone(),
+                self.token.child_token(),
+            ),
+        );
+        let token = self.token.clone();
         let mut next_due = Instant::now();
         loop {
             let revive_due = self.revive_at.values().min().copied();
             let due = revive_due.map_or(next_due, |r| r.min(next_due));
-            tokio::select! {
+            let reconcile = tokio::select! {
                 biased;
-                () = self.token.cancelled() => break,
+                () = token.cancelled() => break,
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.on_exit(joined);
+                    false
                 }
-                () = self.wake.notified() => next_due = self.reconcile().await,
-                () = tokio::time::sleep_until(due) => next_due = self.reconcile().await,
+                () = self.wake.notified() => true,
+                () = tokio::time::sleep_until(due) => true,
+            };
+            if reconcile {
+                // A reconcile waiting on a slow database is abandoned at the
+                // shutdown.
+                match token.run_until_cancelled(self.reconcile()).await {
+                    Some(next) => next_due = next,
+                    None => break,
+                }
             }
         }
         listener.abort();
-        self.shutdown(shutdown_budget()).await
+        self.shut_down().await
     }
 
     /// Loads rows and applies the plan; returns when the next reconcile is due.
@@ -179,12 +215,12 @@ impl Monitor {
                 Instant::now() + delay
             }
         };
-        self.apply().await;
+        self.apply();
         next
     }
 
     /// Brings actors in line with `self.desired` (the last rows loaded).
-    async fn apply(&mut self) {
+    fn apply(&mut self) {
         let running: HashMap<i64, Arc<ConnectionSpec>> = self
             .actors
             .iter()
@@ -196,26 +232,15 @@ impl Monitor {
             revive_at.get(&id).is_none_or(|at| *at <= now)
         });
 
-        let mut stopping = Vec::new();
+        // Stops go on in the background; nothing here waits for a broker.
         for id in plan.stop.iter().chain(plan.restart.iter().map(|s| &s.id)) {
             if let Some(actor) = self.actors.remove(id) {
                 actor.handle.stop();
-                stopping.push(actor.handle);
+                self.stopping.entry(*id).or_default().push(actor);
             }
         }
         for spec in &plan.restart {
             tracing::info!(connection = %spec.name, client_id = %spec.client_id, "Configuration changed; reconnecting.");
-        }
-        if !stopping.is_empty() {
-            // The old actors publish `offline` and disconnect before the new
-            // ones connect with the same client IDs.
-            let bound = self.settings.connect_timeout + Duration::from_secs(1);
-            let all = join_all(stopping.iter().map(|h| h.stopped()));
-            if tokio::time::timeout(bound, all).await.is_err() {
-                tracing::warn!(
-                    "Some connections took too long to stop; starting their replacements anyway."
-                );
-            }
         }
 
         self.refresh_invalid();
@@ -226,10 +251,22 @@ impl Monitor {
         self.publish_fleet(true);
     }
 
+    /// Starts an actor; it connects after the row's actors still closing.
     fn start(&mut self, spec: ConnectionSpec) {
         let id = spec.id;
-        let (handle, abort) =
-            ConnectionHandle::spawn(spec, self.recorder.clone(), &self.token, &mut self.tasks);
+        let predecessors = self
+            .stopping
+            .get(&id)
+            .map(|closing| closing.iter().map(|a| a.handle.clone()).collect())
+            .unwrap_or_default();
+        let (handle, abort) = ConnectionHandle::spawn(
+            spec,
+            self.recorder.clone(),
+            &self.token,
+            &mut self.tasks,
+            &self.tracked,
+            predecessors,
+        );
         self.actors.insert(id, Actor { handle, abort });
     }
 
@@ -247,7 +284,7 @@ impl Monitor {
             }
             let reason = row.to_string();
             tracing::error!(
-                connection = %row.name, client_id = %row.client_id, error = %row.reason,
+                connection = %clean(&row.name), client_id = %row.client_id, error = %row.reason,
                 "Connection row is invalid; it stays down until the row is fixed."
             );
             let state = ConnectionState::invalid(&reason);
@@ -278,7 +315,12 @@ impl Monitor {
             .find(|(_, a)| a.abort.id() == task)
             .map(|(id, _)| *id)
         else {
-            return; // a stopped or replaced actor
+            // A stopped or replaced actor finished closing.
+            self.stopping.retain(|_, closing| {
+                closing.retain(|a| a.abort.id() != task);
+                !closing.is_empty()
+            });
+            return;
         };
         let Some(actor) = self.actors.remove(&id) else {
             return;
@@ -300,7 +342,7 @@ impl Monitor {
             "Connection actor died; restarting in {} s.", delay.as_secs()
         );
         let mut state = actor.handle.state().borrow().clone();
-        state.status = crate::state::Status::Disconnected;
+        state.status = Status::Disconnected;
         state.detail = format!("actor died ({what}); restarting in {} s", delay.as_secs());
         state.last_error = Some(state.detail.clone());
         state.connected_since = None;
@@ -358,21 +400,35 @@ impl Monitor {
         }));
     }
 
-    async fn shutdown(mut self, budget: Duration) -> ShutdownReport {
+    async fn shut_down(mut self) -> ShutdownReport {
         let began = Instant::now();
         self.publish_fleet(false);
-        let connections = self.actors.len();
+        let closing: usize = self.stopping.values().map(Vec::len).sum();
+        let connections = self.actors.len() + closing;
+        let until = self.shutdown.deadline_less(self.reserve);
         let tasks = &mut self.tasks;
         let drained =
-            tokio::time::timeout(budget, async { while tasks.join_next().await.is_some() {} })
+            tokio::time::timeout_at(until, async { while tasks.join_next().await.is_some() {} })
                 .await;
-        let abandoned = if drained.is_err() {
-            let left = self.tasks.len();
+        let mut abandoned = 0;
+        if drained.is_err() {
+            // Their rows must not stay `connected` after we exit.
+            let all = self.actors.values().chain(self.stopping.values().flatten());
+            for actor in all.filter(|a| !a.handle.is_stopped()) {
+                abandoned += 1;
+                let spec = actor.handle.spec();
+                let mut state = actor.handle.state().borrow().clone();
+                state.status = Status::Stopped;
+                state.detail =
+                    "stopped at the shutdown deadline without a clean DISCONNECT; the broker publishes the Will".to_owned();
+                state.connected_since = None;
+                state.cooldown_until = None;
+                self.recorder
+                    .record(spec.id, &spec.name, &spec.client_id, &state);
+            }
             self.tasks.abort_all();
-            left
-        } else {
-            0
-        };
+            while self.tasks.join_next().await.is_some() {}
+        }
         ShutdownReport {
             connections,
             abandoned,

@@ -1,6 +1,7 @@
 //! The reconcile diff: desired rows against running actors, as pure data.
 
-use crate::spec::{ConnectionSpec, InvalidRow};
+use crate::spec::{ConnectionSpec, InvalidRow, RowError};
+use crate::untrusted::clean;
 use settings::Settings;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -67,16 +68,45 @@ pub fn validate_all(
                     id: spec.id,
                     name: spec.name.clone(),
                     client_id: spec.client_id.clone(),
-                    reason: format!(
-                        "client ID {} is already used by row {id} ({name}); rename one of them",
-                        spec.client_id
-                    ),
+                    reason: Box::new(RowError::ClientIdTaken {
+                        client_id: spec.client_id.clone(),
+                        id: *id,
+                        name: clean(name),
+                    }),
                 });
             }
             owners.insert(spec.client_id.clone(), (spec.id, spec.name.clone()));
             Ok(spec)
         })
         .collect()
+}
+
+/// Validates a row about to be written (CLI, API) against the rows already
+/// in the table: the same rules as the service, and its client ID must not
+/// be one that another row (enabled or not) already has.
+pub fn validate_candidate(
+    row: &store::ConnectionRow,
+    existing: &[store::ConnectionRow],
+    settings: &Settings,
+) -> Result<ConnectionSpec, InvalidRow> {
+    let spec = ConnectionSpec::from_row(row, settings)?;
+    let taken = existing.iter().find(|other| {
+        other.id != row.id
+            && crate::spec::client_id(&other.name, &settings.instance_id) == spec.client_id
+    });
+    if let Some(other) = taken {
+        return Err(InvalidRow {
+            id: row.id,
+            name: row.name.clone(),
+            client_id: spec.client_id.clone(),
+            reason: Box::new(RowError::ClientIdTaken {
+                client_id: spec.client_id,
+                id: other.id,
+                name: clean(&other.name),
+            }),
+        });
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -114,7 +144,7 @@ mod tests {
             id: 1,
             name: "a".into(),
             client_id: "a_test".into(),
-            reason: "bad".into(),
+            reason: Box::new(RowError::PasswordWithoutUser),
         };
         let p = plan(&[Err(invalid)], &running, |_| true);
         assert!(p.start.is_empty() && p.restart.is_empty());

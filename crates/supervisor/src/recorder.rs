@@ -1,17 +1,27 @@
 //! The recorder writes connection states to `mqtt_connection_state` and
 //! `mqtt_connection_events` without ever making an actor wait.
 //!
-//! Actors call [`Recorder::record`], which only touches an in-memory map
-//! (latest state per connection) and a bounded queue of events under a short
-//! lock. One writer task flushes them in batches. When the database is slow
-//! or down the map keeps only the latest state of each connection, so the
-//! latest state wins when it is back; events beyond the queue's bound are
-//! dropped and counted.
+//! Actors call [`Recorder::record`], which cleans the text (see
+//! [`untrusted`](crate::untrusted)) and only touches an in-memory map (the
+//! latest state per connection) and a queue of events bounded in count and
+//! bytes, under a short lock. One writer task flushes them in batches.
+//!
+//! One bad record never stops the others: a batch the database refuses on
+//! its data (SQLSTATE classes 22 and 23) is split until the refused records
+//! stand alone; those are dropped, counted and logged, the rest is written.
+//! A transient failure (database down) puts back exactly what was not yet
+//! committed, so nothing is written twice; the newest state of a connection
+//! wins over one put back. A flush cancelled half-way (shutdown) puts back
+//! what it had not written too.
+
+mod flush;
 
 use crate::backoff::Backoff;
 use crate::state::ConnectionState;
+use crate::untrusted::clean;
 use chrono::Utc;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use store::{EventRecord, PgPool, StateRecord, StoreError};
@@ -20,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Events kept while the database is unreachable; older ones are dropped.
 const MAX_QUEUED_EVENTS: usize = 100_000;
+/// The same queue bounded in bytes of text.
+const MAX_QUEUED_EVENT_BYTES: usize = 32 << 20;
 /// Rows per INSERT: large enough for 10,000 connections in a few statements.
 const BATCH: usize = 5_000;
 
@@ -33,23 +45,71 @@ struct Shared {
     owner: String,
     pending: Mutex<Pending>,
     wake: Notify,
+    /// Records the database refused, dropped.
+    rejected: AtomicU64,
+    batch: usize,
 }
 
 #[derive(Default)]
 struct Pending {
     states: HashMap<i64, StateRecord>,
     events: VecDeque<EventRecord>,
+    event_bytes: usize,
     dropped_events: u64,
+}
+
+impl Pending {
+    /// Queues an event; `put_back` events (older than everything queued)
+    /// are dropped when the queue is full, new ones push out the oldest.
+    fn push_event(&mut self, event: EventRecord, put_back: bool) {
+        let bytes = event_bytes(&event);
+        let full = |p: &Pending| {
+            p.events.len() >= MAX_QUEUED_EVENTS || p.event_bytes + bytes > MAX_QUEUED_EVENT_BYTES
+        };
+        if put_back {
+            if full(self) {
+                self.dropped_events += 1;
+                return;
+            }
+            self.event_bytes += bytes;
+            self.events.push_front(event);
+            return;
+        }
+        while !self.events.is_empty() && full(self) {
+            if let Some(old) = self.events.pop_front() {
+                self.event_bytes -= event_bytes(&old);
+            }
+            self.dropped_events += 1;
+        }
+        self.event_bytes += bytes;
+        self.events.push_back(event);
+    }
+
+    fn take_event(&mut self) -> Option<EventRecord> {
+        let e = self.events.pop_front()?;
+        self.event_bytes -= event_bytes(&e);
+        Some(e)
+    }
+}
+
+fn event_bytes(e: &EventRecord) -> usize {
+    64 + e.name.len() + e.status.len() + e.detail.len() + e.client_id.len()
 }
 
 impl Recorder {
     /// A recorder writing as `owner` (the instance ID).
     pub fn new(owner: impl Into<String>) -> Self {
+        Recorder::with_batch(owner, BATCH)
+    }
+
+    fn with_batch(owner: impl Into<String>, batch: usize) -> Self {
         Recorder {
             shared: Arc::new(Shared {
                 owner: owner.into(),
                 pending: Mutex::new(Pending::default()),
                 wake: Notify::new(),
+                rejected: AtomicU64::new(0),
+                batch: batch.max(1),
             }),
         }
     }
@@ -63,34 +123,35 @@ impl Recorder {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a state change of connection `id`. Never blocks on I/O.
+    /// Queues a state change of connection `id`. Never blocks on I/O. Text
+    /// is cleaned here, whatever its origin.
     pub fn record(&self, id: i64, name: &str, client_id: &str, state: &ConnectionState) {
         let record = StateRecord {
             connection_id: id,
             status: state.status.as_str().to_owned(),
-            detail: state.detail.clone(),
-            client_id: client_id.to_owned(),
+            detail: clean(&state.detail),
+            client_id: clean(client_id),
             connected_since: state.connected_since,
-            last_error: state.last_error.clone(),
+            last_error: state.last_error.as_deref().map(clean),
             cooldown_until: state.cooldown_until,
             reconnects: i64::try_from(state.reconnects).unwrap_or(i64::MAX),
         };
         let event = EventRecord {
             connection_id: id,
-            name: name.to_owned(),
+            name: clean(name),
             status: record.status.clone(),
             detail: record.detail.clone(),
-            client_id: client_id.to_owned(),
+            client_id: record.client_id.clone(),
             at: Utc::now(),
         };
+        self.queue(record, event);
+    }
+
+    fn queue(&self, record: StateRecord, event: EventRecord) {
         {
             let mut pending = self.pending();
-            pending.states.insert(id, record);
-            if pending.events.len() >= MAX_QUEUED_EVENTS {
-                pending.events.pop_front();
-                pending.dropped_events += 1;
-            }
-            pending.events.push_back(event);
+            pending.states.insert(record.connection_id, record);
+            pending.push_event(event, false);
         }
         self.shared.wake.notify_one();
     }
@@ -101,53 +162,27 @@ impl Recorder {
         (pending.states.len(), pending.events.len())
     }
 
-    /// Writes everything queued so far. On failure the records go back into
-    /// the queue (newer states recorded meanwhile win) and the error is returned.
+    /// Records dropped because the database refused them.
+    pub fn rejected(&self) -> u64 {
+        self.shared.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Writes everything queued so far; returns how many records were
+    /// written. On a transient failure what was not committed goes back into
+    /// the queue (newer states recorded meanwhile win) and the error is
+    /// returned.
     pub async fn flush(&self, pool: &PgPool) -> Result<usize, StoreError> {
-        let (states, events, dropped) = {
-            let mut pending = self.pending();
-            let states: Vec<StateRecord> = pending.states.drain().map(|(_, s)| s).collect();
-            let events: Vec<EventRecord> = pending.events.drain(..).collect();
-            (states, events, std::mem::take(&mut pending.dropped_events))
+        let mut sink = flush::PgSink {
+            pool,
+            owner: &self.shared.owner,
         };
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                "State history queue overflowed; oldest events were dropped."
-            );
-        }
-        let written = states.len() + events.len();
-        let mut result = Ok(());
-        let batches = states.len().max(events.len()).div_ceil(BATCH).max(1);
-        for i in 0..batches {
-            let (s, e) = (slice(&states, i), slice(&events, i));
-            if let Err(err) = store::write_batch(pool, &self.shared.owner, s, e).await {
-                result = Err(err);
-                break;
-            }
-        }
-        match result {
-            Ok(()) => Ok(written),
-            Err(err) => {
-                let mut pending = self.pending();
-                for s in states {
-                    pending.states.entry(s.connection_id).or_insert(s);
-                }
-                for e in events.into_iter().rev() {
-                    if pending.events.len() < MAX_QUEUED_EVENTS {
-                        pending.events.push_front(e);
-                    } else {
-                        pending.dropped_events += 1;
-                    }
-                }
-                Err(err)
-            }
-        }
+        flush::flush_into(self, &mut sink).await
     }
 
     /// Writer loop: flushes shortly after every change until `token` is
-    /// cancelled; retries with backoff while the database fails. The final
-    /// flush at shutdown is the caller's ([`Recorder::flush`]).
+    /// cancelled; retries with backoff while the database fails. A flush in
+    /// progress is abandoned at the cancel (what it had not written is kept
+    /// for the final flush, the caller's: [`Recorder::flush`]).
     pub async fn run(self, pool: PgPool, token: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut failing = false;
@@ -168,8 +203,9 @@ impl Recorder {
                 return;
             }
             loop {
-                match self.flush(&pool).await {
-                    Ok(_) => {
+                match token.run_until_cancelled(self.flush(&pool)).await {
+                    None => return,
+                    Some(Ok(_)) => {
                         if failing {
                             tracing::info!(
                                 "Database is back; connection states are written again."
@@ -179,7 +215,7 @@ impl Recorder {
                         backoff.reset();
                         break;
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         let delay = backoff.next_ceiling();
                         if !failing {
                             tracing::warn!(
@@ -202,9 +238,5 @@ impl Recorder {
     }
 }
 
-/// The `i`-th batch of `items` (empty past the end).
-fn slice<T>(items: &[T], i: usize) -> &[T] {
-    let start = (i * BATCH).min(items.len());
-    let end = ((i + 1) * BATCH).min(items.len());
-    &items[start..end]
-}
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,14 @@
 //! same, so the monitor restarts an actor when `old != new` and leaves it alone
 //! when only `updated_at` or a field the actor does not use changed.
 
+mod checks;
+pub(crate) mod packets;
+mod row_error;
+
+pub use row_error::{HostProblem, RowError};
+
 use crate::{tls, topic};
+use checks::Quote;
 use settings::{Secret, Settings, sanitize_client_id_part};
 use std::fmt;
 use std::time::Duration;
@@ -66,12 +73,12 @@ pub struct ConnectionSpec {
 pub struct InvalidRow {
     /// Row id.
     pub id: i64,
-    /// Row name.
+    /// Row name (as stored; clean it before printing).
     pub name: String,
     /// The client ID it would have had (for the state table).
     pub client_id: String,
     /// What is wrong.
-    pub reason: String,
+    pub reason: Box<RowError>,
 }
 
 impl fmt::Display for InvalidRow {
@@ -86,80 +93,90 @@ pub fn client_id(name: &str, instance_id: &str) -> String {
 }
 
 impl ConnectionSpec {
-    /// Validates `row` against the rules of the contract and MQTT.
+    /// Validates `row` against the rules of the contract and MQTT: the one
+    /// validator of rows, for the service, the CLI and the API alike. A row
+    /// it accepts encodes into CONNECT and SUBSCRIBE packets that MQTT and
+    /// MQTT_MAX_PACKET_SIZE allow; its messages never quote a secret.
     pub fn from_row(row: &ConnectionRow, settings: &Settings) -> Result<Self, InvalidRow> {
         let client_id = client_id(&row.name, &settings.instance_id);
-        let invalid = |reason: String| InvalidRow {
+        Self::build(row, settings, client_id.clone()).map_err(|reason| InvalidRow {
             id: row.id,
             name: row.name.clone(),
-            client_id: client_id.clone(),
-            reason,
-        };
-        Self::build(row, settings, client_id.clone()).map_err(invalid)
+            client_id,
+            reason: Box::new(reason),
+        })
     }
 
-    fn build(row: &ConnectionRow, s: &Settings, client_id: String) -> Result<Self, String> {
+    fn build(row: &ConnectionRow, s: &Settings, client_id: String) -> Result<Self, RowError> {
         if row.name.trim().is_empty() {
-            return Err("name is empty".to_owned());
+            return Err(RowError::Empty("name"));
         }
-        let host = row.broker_host.trim();
-        if host.is_empty() {
-            return Err("broker_host is empty".to_owned());
-        }
-        if host.contains("://") || host.contains(char::is_whitespace) || host.contains('/') {
-            return Err(format!(
-                "broker_host `{host}` must be a host name or address, without scheme or path"
-            ));
-        }
+        checks::mqtt_string("name", &row.name, Quote::Value)?;
+        checks::host(&row.broker_host)?;
         let port = u16::try_from(row.broker_port)
             .ok()
             .filter(|p| *p != 0)
-            .ok_or_else(|| format!("broker_port {} is outside 1-65535", row.broker_port))?;
+            .ok_or(RowError::Port(row.broker_port))?;
         let protocol = match row.protocol.as_str() {
             "3.1.1" => Protocol::V311,
             "5" => Protocol::V5,
-            other => return Err(format!("protocol `{other}` is not `3.1.1` or `5`")),
+            other => return Err(RowError::Protocol(topic::shorten(other))),
         };
         let keep_alive = match row.keep_alive_secs {
             None => s.keep_alive,
             Some(secs) => {
-                let min = if protocol == Protocol::V5 { 5 } else { 1 };
+                let (min, protocol) = match protocol {
+                    Protocol::V5 => (5, "5"),
+                    Protocol::V311 => (1, "3.1.1"),
+                };
                 if !(min..=65_535).contains(&secs) {
-                    return Err(format!(
-                        "keep_alive_secs {secs} is outside {min}-65535 for protocol {}",
-                        row.protocol
-                    ));
+                    return Err(RowError::KeepAlive {
+                        secs,
+                        min,
+                        protocol,
+                    });
                 }
                 Duration::from_secs(secs.unsigned_abs().into())
             }
         };
         let tls = if row.use_tls {
             if let Some(pem) = &row.ca_cert_pem {
-                tls::parse_ca(pem).map_err(|e| format!("ca_cert_pem: {e}"))?;
+                tls::parse_ca(pem)?;
             }
             Some(row.ca_cert_pem.clone())
         } else {
             if row.ca_cert_pem.is_some() {
-                return Err("ca_cert_pem is set but use_tls is false".to_owned());
+                return Err(RowError::CaWithoutTls);
             }
             None
         };
-        if row.password.is_some() && row.username.is_none() {
-            return Err("password is set without username (MQTT needs both)".to_owned());
+        let username = row.username.clone().filter(|u| !u.is_empty());
+        if let Some(user) = &username {
+            checks::mqtt_string("username", user, Quote::Never)?;
+        }
+        if let Some(password) = &row.password {
+            if username.is_none() {
+                return Err(RowError::PasswordWithoutUser);
+            }
+            checks::password(password)?;
         }
         if row.verify_inbound_hmac && row.hmac_secret.as_deref().is_none_or(str::is_empty) {
-            return Err("verify_inbound_hmac is on but hmac_secret is empty".to_owned());
+            return Err(RowError::HmacSecretMissing);
         }
+        let topic_error = |place: &str| {
+            let place = place.to_owned();
+            move |error| RowError::Topic { place, error }
+        };
         let prefix = match &row.topic_prefix {
             Some(p) => {
-                topic::validate_topic(p).map_err(|e| format!("topic_prefix {e}"))?;
+                topic::validate_topic(p).map_err(topic_error("topic_prefix"))?;
                 p.clone()
             }
             None => row.name.clone(),
         };
         let status_topic = if s.lwt_enabled {
             let t = s.status_topic_for(&prefix, &row.name);
-            topic::validate_topic(&t).map_err(|e| format!("status topic {e}"))?;
+            topic::validate_topic(&t).map_err(topic_error("status topic"))?;
             Some(t)
         } else {
             None
@@ -168,18 +185,22 @@ impl ConnectionSpec {
             None => vec![format!("{prefix}/#")],
             Some(list) => list.clone(),
         };
-        for filter in &subscriptions {
-            topic::validate_filter(filter).map_err(|e| format!("subscription {e}"))?;
+        for (i, filter) in subscriptions.iter().enumerate() {
+            let place = match &row.subscriptions {
+                None => "default subscription".to_owned(),
+                Some(_) => format!("subscription {}", i + 1),
+            };
+            topic::validate_filter(filter).map_err(topic_error(&place))?;
         }
-        Ok(ConnectionSpec {
+        let spec = ConnectionSpec {
             id: row.id,
             name: row.name.clone(),
             client_id,
-            host: host.to_owned(),
+            host: row.broker_host.clone(),
             port,
             protocol,
             tls,
-            username: row.username.clone(),
+            username,
             password: row.password.clone().map(Secret::new),
             keep_alive,
             clean_session: row.clean_session.unwrap_or(s.clean_session),
@@ -191,7 +212,29 @@ impl ConnectionSpec {
             reconnect_cooldown: s.reconnect_cooldown,
             // Validated in settings to fit MQTT's limit, which fits u32.
             max_packet_size: u32::try_from(s.max_packet_size.0).unwrap_or(u32::MAX),
-        })
+        };
+        spec.check_packet_sizes()?;
+        Ok(spec)
+    }
+
+    /// CONNECT and SUBSCRIBE must fit MQTT_MAX_PACKET_SIZE (and so MQTT's
+    /// own limit): otherwise rumqttc refuses to send them, or the broker
+    /// closes the connection, after every reconnect.
+    fn check_packet_sizes(&self) -> Result<(), RowError> {
+        let limit = self.max_packet_size;
+        let size = packets::connect(self).size();
+        if size > limit as usize {
+            return Err(RowError::ConnectTooLarge { size, limit });
+        }
+        let size = packets::subscribe(self).size();
+        if size > limit as usize {
+            return Err(RowError::SubscribeTooLarge {
+                filters: self.subscriptions.len(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// `host:port`, for health and logs.

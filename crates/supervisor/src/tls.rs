@@ -6,19 +6,36 @@ use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 use std::sync::{Arc, OnceLock};
 
+/// Why a CA bundle or a TLS configuration cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaError {
+    /// Not PEM.
+    #[error("not a PEM certificate bundle ({0})")]
+    NotPem(String),
+    /// PEM without a certificate.
+    #[error("no certificate in the PEM text")]
+    Empty,
+    /// A certificate rustls cannot use as a trust anchor.
+    #[error("unusable CA certificate ({0})")]
+    Unusable(String),
+    /// rustls refused the configuration.
+    #[error("TLS setup: {0}")]
+    Setup(String),
+}
+
 /// Parses the certificates of a PEM bundle; at least one is required.
-pub fn parse_ca(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn parse_ca(pem: &str) -> Result<Vec<CertificateDer<'static>>, CaError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("not a PEM certificate bundle ({e})"))?;
+        .map_err(|e| CaError::NotPem(crate::untrusted::clean(&e.to_string())))?;
     if certs.is_empty() {
-        return Err("no certificate in the PEM text".to_owned());
+        return Err(CaError::Empty);
     }
     let mut store = RootCertStore::empty();
     for cert in &certs {
         store
             .add(cert.clone())
-            .map_err(|e| format!("unusable CA certificate ({e})"))?;
+            .map_err(|e| CaError::Unusable(crate::untrusted::clean(&e.to_string())))?;
     }
     Ok(certs)
 }
@@ -41,14 +58,14 @@ fn system_roots() -> Arc<RootCertStore> {
 }
 
 /// A client configuration for one connection.
-pub fn client_config(ca_pem: Option<&str>) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(ca_pem: Option<&str>) -> Result<Arc<ClientConfig>, CaError> {
     let roots = match ca_pem {
         Some(pem) => {
             let mut store = RootCertStore::empty();
             for cert in parse_ca(pem)? {
                 store
                     .add(cert)
-                    .map_err(|e| format!("unusable CA certificate ({e})"))?;
+                    .map_err(|e| CaError::Unusable(e.to_string()))?;
             }
             Arc::new(store)
         }
@@ -57,7 +74,7 @@ pub fn client_config(ca_pem: Option<&str>) -> Result<Arc<ClientConfig>, String> 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(|e| CaError::Setup(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

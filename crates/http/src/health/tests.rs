@@ -156,3 +156,20 @@ async fn no_database_is_degraded_and_not_running_is_503() {
     assert_eq!(body["status"], "critical");
     assert_eq!(body["service"]["running"], false);
 }
+
+#[tokio::test]
+async fn odd_query_strings_still_get_the_health_document() {
+    let a = || app(fleet(true, &[Status::Connected]), None);
+    for (uri, verbose) in [
+        ("/api/v1/mqtt/health/?verbose=true&verbose=true", true),
+        ("/api/v1/mqtt/health/?verbose=false&verbose=1", true),
+        ("/api/v1/mqtt/health/?verbose=%ff%00&x", false),
+        ("/api/v1/mqtt/health/?verbose", false),
+        ("/api/v1/mqtt/health/?&&==&verbose=YES", true),
+    ] {
+        let (code, body) = get(a(), uri).await;
+        assert_eq!(code, StatusCode::OK, "{uri}: {body}");
+        assert_eq!(body["status"], "degraded", "{uri}");
+        assert_eq!(body.get("details").is_some(), verbose, "{uri}: {body}");
+    }
+}

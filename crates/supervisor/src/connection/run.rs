@@ -1,7 +1,7 @@
 //! The actor's task: the connect / serve / back off loop.
 
 use super::ConnectionCommand;
-use crate::backoff::Backoff;
+use super::policy::{Decision, Policy};
 use crate::link::{Link, LinkError, LinkEvent};
 use crate::recorder::Recorder;
 use crate::spec::ConnectionSpec;
@@ -13,10 +13,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// Pause before retrying after a refusal or a TLS failure: such errors last,
-/// and a broker must never be hammered with bad credentials.
-const REFUSED_RETRY: Duration = Duration::from_secs(60);
 
 /// Why the serve loop ended.
 enum Ending {
@@ -30,9 +26,11 @@ pub(super) struct ConnectionManager {
     state: watch::Sender<ConnectionState>,
     commands: mpsc::Receiver<ConnectionCommand>,
     token: CancellationToken,
+    /// Actors of the same row still closing; this one connects after them.
+    predecessors: Vec<super::ConnectionHandle>,
+    policy: Policy,
     takeovers_in_a_row: u32,
     failures_in_a_row: u32,
-    oversized: u64,
 }
 
 impl ConnectionManager {
@@ -42,16 +40,19 @@ impl ConnectionManager {
         state: watch::Sender<ConnectionState>,
         commands: mpsc::Receiver<ConnectionCommand>,
         token: CancellationToken,
+        predecessors: Vec<super::ConnectionHandle>,
     ) -> Self {
+        let policy = Policy::new(spec.takeover_window, spec.reconnect_cooldown);
         ConnectionManager {
             spec,
             recorder,
             state,
             commands,
             token,
+            predecessors,
+            policy,
             takeovers_in_a_row: 0,
             failures_in_a_row: 0,
-            oversized: 0,
         }
     }
 
@@ -72,7 +73,9 @@ impl ConnectionManager {
                 return self.finish();
             }
         };
-        let mut backoff = Backoff::for_reconnects();
+        if !self.wait_for_predecessors().await {
+            return self.finish();
+        }
         let mut connected_before = false;
         loop {
             // Retries after a failure stay `disconnected`/`error` (with the
@@ -89,6 +92,7 @@ impl ConnectionManager {
                     s.cooldown_until = None;
                 });
             }
+            self.policy.attempt(Instant::now());
             let attempt = tokio::time::timeout(self.spec.connect_timeout, link.poll());
             let outcome = match self.until_stopped(attempt).await {
                 Err(_) => return self.finish(),
@@ -98,7 +102,8 @@ impl ConnectionManager {
                 Ok(Err(_elapsed)) => Some(LinkError::ConnectTimeout),
             };
             if let Some(error) = outcome {
-                if !self.after_failure(error, &mut backoff).await {
+                let decision = self.policy.failed(&error, Instant::now());
+                if !self.after_failure(error, decision).await {
                     return self.finish();
                 }
                 continue;
@@ -109,7 +114,6 @@ impl ConnectionManager {
                 self.state.send_modify(|s| s.reconnects += 1);
             }
             connected_before = true;
-            backoff.reset();
             self.announce(&link);
             if self.failures_in_a_row > 0 || self.takeovers_in_a_row > 0 {
                 tracing::info!(broker = %self.spec.broker(), "Connected again.");
@@ -131,14 +135,12 @@ impl ConnectionManager {
                 }
                 Ending::Lost(error) => {
                     let up_for = connected_at.elapsed();
-                    let takeover = error == LinkError::TakenOver
-                        || (matches!(error, LinkError::ClosedByBroker(_))
-                            && up_for < self.spec.takeover_window);
-                    let go_on = if takeover {
-                        self.cool_down(up_for, &error).await
+                    let decision = self.policy.lost(&error, up_for, Instant::now());
+                    let go_on = if let Decision::Cooldown(delay) = decision {
+                        self.cool_down(up_for, &error, delay).await
                     } else {
                         self.takeovers_in_a_row = 0;
-                        self.after_failure(error, &mut backoff).await
+                        self.after_failure(error, decision).await
                     };
                     if !go_on {
                         return self.finish();
@@ -175,14 +177,7 @@ impl ConnectionManager {
             };
             match event {
                 Ok(LinkEvent::Message { topic, len }) => {
-                    if len > self.spec.max_packet_size as usize {
-                        self.oversized += 1;
-                        tracing::warn!(
-                            topic = %topic, bytes = len, limit = self.spec.max_packet_size,
-                            dropped_total = self.oversized,
-                            "Dropped a message larger than MQTT_MAX_PACKET_SIZE."
-                        );
-                    }
+                    tracing::trace!(topic = %crate::untrusted::clean(&topic), bytes = len, "Message received.");
                 }
                 Ok(LinkEvent::SubAck { refused }) if refused > 0 => {
                     tracing::warn!(
@@ -232,26 +227,32 @@ impl ConnectionManager {
     }
 
     /// Handles a failed attempt or a lost connection; false when stopped meanwhile.
-    async fn after_failure(&mut self, error: LinkError, backoff: &mut Backoff) -> bool {
+    async fn after_failure(&mut self, error: LinkError, decision: Decision) -> bool {
         self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
         let reason = error.to_string();
-        let lasting = matches!(error, LinkError::Refused(_) | LinkError::Tls(_));
-        let (status, delay) = if lasting {
-            (Status::Error, REFUSED_RETRY)
+        let lasting = matches!(decision, Decision::Lasting(_));
+        let delay = decision.delay();
+        let status = if lasting {
+            Status::Error
         } else {
-            (Status::Disconnected, backoff.next_delay())
+            Status::Disconnected
         };
         let detail = format!("{reason}; retrying in {:.1} s", delay.as_secs_f64());
-        let first = self.failures_in_a_row == 1;
-        let tls = matches!(error, LinkError::Tls(_));
+        let first =
+            self.failures_in_a_row == 1 || (lasting && self.state.borrow().status != Status::Error);
+        let every = delay.as_secs();
         match (lasting, first) {
-            (true, true) if tls => tracing::error!(
+            (true, true) if matches!(error, LinkError::Tls(_)) => tracing::error!(
                 broker = %self.spec.broker(), error = %reason,
-                "TLS handshake with the broker failed; retrying every {} s.", REFUSED_RETRY.as_secs()
+                "TLS handshake with the broker failed; retrying in about {every} s."
+            ),
+            (true, true) if matches!(error, LinkError::TooLarge { .. }) => tracing::error!(
+                broker = %self.spec.broker(), error = %reason,
+                "The broker keeps sending a packet larger than MQTT_MAX_PACKET_SIZE; raise the limit or remove the message (a retained one comes again on every connect). Retrying in about {every} s."
             ),
             (true, true) => tracing::error!(
                 broker = %self.spec.broker(), error = %reason,
-                "Broker refused the connection; retrying every {} s.", REFUSED_RETRY.as_secs()
+                "Broker refused the connection; retrying in about {every} s."
             ),
             (false, true) => tracing::warn!(
                 broker = %self.spec.broker(), error = %reason,
@@ -271,9 +272,8 @@ impl ConnectionManager {
 
     /// Another client holds our client ID: stay away for the cooldown, without
     /// polling. False when stopped meanwhile.
-    async fn cool_down(&mut self, up_for: Duration, error: &LinkError) -> bool {
+    async fn cool_down(&mut self, up_for: Duration, error: &LinkError, cooldown: Duration) -> bool {
         self.takeovers_in_a_row = self.takeovers_in_a_row.saturating_add(1);
-        let cooldown = self.spec.reconnect_cooldown;
         let detail = if *error == LinkError::TakenOver {
             format!(
                 "broker reports the session was taken over (0x8E): another client uses client ID {}; cooling down {} s",
@@ -305,6 +305,32 @@ impl ConnectionManager {
         self.until_stopped(tokio::time::sleep(cooldown))
             .await
             .is_ok()
+    }
+
+    /// Before the first connect: a previous actor of this row (a restart)
+    /// says `offline` and disconnects first, so the broker sees one client
+    /// ID at a time and the retained status ends `online`. Bounded by the
+    /// time its goodbye may take. False when stopped meanwhile.
+    async fn wait_for_predecessors(&mut self) -> bool {
+        let predecessors = std::mem::take(&mut self.predecessors);
+        if predecessors.is_empty() {
+            return true;
+        }
+        self.set(
+            Status::Connecting,
+            "waiting for the previous connection to close",
+            |_| {},
+        );
+        let bound = self.spec.connect_timeout + Duration::from_secs(1);
+        let all = futures_util::future::join_all(predecessors.iter().map(|p| p.stopped()));
+        match self.until_stopped(tokio::time::timeout(bound, all)).await {
+            Err(_) => false,
+            Ok(Ok(_)) => true,
+            Ok(Err(_)) => {
+                tracing::warn!("The previous connection did not close in time; connecting anyway.");
+                true
+            }
+        }
     }
 
     /// Runs `fut` unless a stop arrives first (`Err(graceful)`).

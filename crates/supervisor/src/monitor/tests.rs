@@ -25,15 +25,18 @@ async fn insert(pool: &PgPool, name: &str) -> i64 {
 }
 
 fn monitor(pool: PgPool) -> (Monitor, FleetWatch, CancellationToken) {
-    let token = CancellationToken::new();
+    let shutdown = Shutdown::new(Duration::from_secs(5));
+    let token = shutdown.token().clone();
     let (tx, rx) = Fleet::channel();
     let m = Monitor::new(
         pool,
         MonitorOptions {
             settings: settings(),
+            final_write_reserve: Duration::from_millis(500),
         },
         Recorder::new("t"),
-        token.clone(),
+        shutdown,
+        Tasks::new(),
         tx,
     );
     (m, rx, token)
@@ -95,7 +98,7 @@ async fn a_panicking_actor_is_revived_with_backoff(pool: PgPool) {
 
         // Not before its time...
         if wait > Duration::from_millis(50) {
-            m.apply().await;
+            m.apply();
             assert!(
                 !m.actors.contains_key(&id),
                 "revived too early in round {round}"
@@ -103,7 +106,7 @@ async fn a_panicking_actor_is_revived_with_backoff(pool: PgPool) {
         }
         // ...and at its time.
         tokio::time::sleep_until(due).await;
-        m.apply().await;
+        m.apply();
         assert!(m.actors.contains_key(&id), "round {round}: not revived");
         assert!(!m.revive_at.contains_key(&id));
     }

@@ -88,7 +88,7 @@ fn invalid_rows_are_reported_in_words() {
     let cases: Vec<(&str, Edit)> = vec![
         ("name is empty", |r| r.name = " ".into()),
         ("broker_host is empty", |r| r.broker_host = "".into()),
-        ("without scheme", |r| r.broker_host = "mqtt://h".into()),
+        ("URL scheme", |r| r.broker_host = "mqtt://h".into()),
         ("outside 1-65535", |r| r.broker_port = 70_000),
         ("outside 1-65535", |r| r.broker_port = 0),
         ("protocol `3.1`", |r| r.protocol = "3.1".into()),
@@ -103,8 +103,8 @@ fn invalid_rows_are_reported_in_words() {
         ("`+` must stand alone", |r| {
             r.subscriptions = Some(vec!["a/b+".into()])
         }),
-        ("NUL", |r| r.subscriptions = Some(vec!["a/\0".into()])),
-        ("empty topic", |r| r.subscriptions = Some(vec!["".into()])),
+        ("\\0", |r| r.subscriptions = Some(vec!["a/\0".into()])),
+        ("subscription 1 is empty", |r| r.subscriptions = Some(vec!["".into()])),
         ("at most 65535", |r| {
             r.subscriptions = Some(vec!["a".repeat(70_000)])
         }),
@@ -121,11 +121,8 @@ fn invalid_rows_are_reported_in_words() {
         let mut r = row(3, "site_3");
         edit(&mut r);
         let err = ConnectionSpec::from_row(&r, &settings()).unwrap_err();
-        assert!(
-            err.reason.contains(expected),
-            "{expected}: got {}",
-            err.reason
-        );
+        let reason = err.reason.to_string();
+        assert!(reason.contains(expected), "{expected}: got {reason}");
         assert_eq!(err.id, 3);
     }
 }
