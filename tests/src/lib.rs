@@ -4,18 +4,24 @@
 //! supervisord with the repository's conf ([`Supervisord`]), and
 //! database helpers for a per-test database (`#[sqlx::test]`).
 //!
+//! For hostile-input tests: a scriptable fake MQTT broker ([`FakeBroker`]).
+//!
 //! Everything talks to loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app;
 mod broker;
 mod db;
+mod fake_broker;
 mod observer;
 mod supervisord;
 
 pub use app::{App, binary_path, http_get};
 pub use broker::Broker;
 pub use db::{Row, database_url, insert, state, wait_status};
+pub use fake_broker::{
+    ConnEnd, ConnRecord, FakeBroker, MAX_REMAINING, PacketKind, ReceivedPublish, Step,
+};
 pub use observer::{Foreign, Observer};
 pub use supervisord::{PROGRAM, Supervisord, repo_root};
 
