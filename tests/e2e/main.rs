@@ -6,6 +6,7 @@ mod broker_outage;
 mod cli;
 mod crash;
 mod database;
+mod db_proxy;
 mod deploy_files;
 mod fake_broker;
 mod fake_broker_disconnect;

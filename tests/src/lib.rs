@@ -4,7 +4,9 @@
 //! supervisord with the repository's conf ([`Supervisord`]), and
 //! database helpers for a per-test database (`#[sqlx::test]`).
 //!
-//! For hostile-input tests: a scriptable fake MQTT broker ([`FakeBroker`]).
+//! For hostile-input tests: a scriptable fake MQTT broker ([`FakeBroker`])
+//! and a TCP proxy in front of Postgres that can black-hole or cut the
+//! database for one process ([`DbProxy`]).
 //!
 //! Everything talks to loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,6 +14,7 @@
 mod app;
 mod broker;
 mod db;
+mod db_proxy;
 mod fake_broker;
 mod observer;
 mod supervisord;
@@ -19,6 +22,7 @@ mod supervisord;
 pub use app::{App, binary_path, http_get};
 pub use broker::Broker;
 pub use db::{Row, database_url, insert, state, wait_status};
+pub use db_proxy::DbProxy;
 pub use fake_broker::{
     ConnEnd, ConnRecord, FakeBroker, MAX_REMAINING, PacketKind, ReceivedPublish, Step,
 };
