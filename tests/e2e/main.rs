@@ -11,6 +11,7 @@ mod deploy_files;
 mod fake_broker;
 mod fake_broker_disconnect;
 mod fake_broker_raw;
+mod hold_lock;
 mod instance_lock;
 mod invalid_rows;
 mod lifecycle;

@@ -4,9 +4,9 @@
 //! supervisord with the repository's conf ([`Supervisord`]), and
 //! database helpers for a per-test database (`#[sqlx::test]`).
 //!
-//! For hostile-input tests: a scriptable fake MQTT broker ([`FakeBroker`])
-//! and a TCP proxy in front of Postgres that can black-hole or cut the
-//! database for one process ([`DbProxy`]).
+//! For hostile-input tests: a scriptable fake MQTT broker ([`FakeBroker`]),
+//! a TCP proxy in front of Postgres that can black-hole or cut the database
+//! for one process ([`DbProxy`]), and a held table lock ([`hold_lock`]).
 //!
 //! Everything talks to loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,6 +18,7 @@ mod db_proxy;
 mod fake_broker;
 mod observer;
 mod supervisord;
+mod table_lock;
 
 pub use app::{App, binary_path, http_get};
 pub use broker::Broker;
@@ -28,6 +29,7 @@ pub use fake_broker::{
 };
 pub use observer::{Foreign, Observer};
 pub use supervisord::{PROGRAM, Supervisord, repo_root};
+pub use table_lock::{TableLock, hold_lock};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
