@@ -4,20 +4,32 @@
 //! supervisord with the repository's conf ([`Supervisord`]), and
 //! database helpers for a per-test database (`#[sqlx::test]`).
 //!
+//! For hostile-input tests: a scriptable fake MQTT broker ([`FakeBroker`]),
+//! a TCP proxy in front of Postgres that can black-hole or cut the database
+//! for one process ([`DbProxy`]), and a held table lock ([`hold_lock`]).
+//!
 //! Everything talks to loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app;
 mod broker;
 mod db;
+mod db_proxy;
+mod fake_broker;
 mod observer;
 mod supervisord;
+mod table_lock;
 
 pub use app::{App, binary_path, http_get};
 pub use broker::Broker;
 pub use db::{Row, database_url, insert, state, wait_status};
+pub use db_proxy::DbProxy;
+pub use fake_broker::{
+    ConnEnd, ConnRecord, FakeBroker, MAX_REMAINING, PacketKind, ReceivedPublish, Step,
+};
 pub use observer::{Foreign, Observer};
 pub use supervisord::{PROGRAM, Supervisord, repo_root};
+pub use table_lock::{TableLock, hold_lock};
 
 use std::future::Future;
 use std::time::{Duration, Instant};
