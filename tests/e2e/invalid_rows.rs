@@ -30,7 +30,7 @@ fn cases(port: u16) -> Vec<Case> {
         },
         Case {
             row: subs("bad_long", "a".repeat(70_000)),
-            reason: "topic of 70000 bytes",
+            reason: "subscription 2 is 70000 bytes long",
         },
         Case {
             row: Row {
@@ -79,6 +79,40 @@ fn cases(port: u16) -> Vec<Case> {
                 ..row("bad_prefix")
             },
             reason: "wildcards are not allowed",
+        },
+        // What brokers or rumqttc reject later, caught here (issue 6).
+        Case {
+            row: subs("bad_tab", "bad_tab/a\tb".into()),
+            reason: "contains the character \\t",
+        },
+        Case {
+            row: row("bad_newline\n"),
+            reason: "name `bad_newline\\n` contains the control character \\n",
+        },
+        Case {
+            row: Row {
+                host: "127.0.0.1:28883".into(),
+                ..row("bad_host_port")
+            },
+            reason: "contains a port (`:28883`)",
+        },
+        Case {
+            row: Row {
+                username: Some("u".repeat(70_000)),
+                ..row("bad_long_user")
+            },
+            reason: "username is 70000 bytes long",
+        },
+        Case {
+            row: Row {
+                subscriptions: Some(
+                    (0..20)
+                        .map(|i| format!("{i}/{}", "f".repeat(60_000)))
+                        .collect(),
+                ),
+                ..row("bad_big_subscribe")
+            },
+            reason: "the SUBSCRIBE packet for 20 filter(s) would be",
         },
         // Sanitises to the client ID of `good_a`, inserted before it.
         Case {

@@ -121,6 +121,11 @@ pub async fn add(pool: &PgPool, settings: &Settings, new: NewConnection) -> Resu
     let existing = store::load_connections(pool)
         .await
         .context("cannot read mqtt_connections (did you run `mqtt-supervisor migrate`?)")?;
+    if existing.iter().any(|r| r.name == new.name) {
+        return Err(AdminError::Failed(
+            StoreError::Exists(new.name.clone()).into(),
+        ));
+    }
     let spec = supervisor::validate_candidate(&row, &existing, settings).map_err(|e| {
         AdminError::Invalid(format!(
             "connection `{}`: {}",

@@ -248,4 +248,6 @@ impl ConnectionSpec {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 pub(crate) mod tests;

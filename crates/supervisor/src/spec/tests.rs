@@ -104,7 +104,9 @@ fn invalid_rows_are_reported_in_words() {
             r.subscriptions = Some(vec!["a/b+".into()])
         }),
         ("\\0", |r| r.subscriptions = Some(vec!["a/\0".into()])),
-        ("subscription 1 is empty", |r| r.subscriptions = Some(vec!["".into()])),
+        ("subscription 1 is empty", |r| {
+            r.subscriptions = Some(vec!["".into()])
+        }),
         ("at most 65535", |r| {
             r.subscriptions = Some(vec!["a".repeat(70_000)])
         }),
