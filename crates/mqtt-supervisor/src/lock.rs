@@ -86,28 +86,30 @@ pub async fn acquire(
     None
 }
 
-/// Keeps the lock until `token` is cancelled. If another process took it
-/// meanwhile, two processes would own the same client IDs: cancel (every
-/// connection closes) and return an error (exit 1).
+/// Keeps the lock until `token` is cancelled, then hands it back: the
+/// caller drops it only once every connection is closed, so a waiting
+/// process never connects while this one still does. If another process
+/// took it meanwhile, two processes would own the same client IDs: cancel
+/// (every connection closes) and return an error (exit 1).
 pub async fn keep(
     mut lock: InstanceLock,
     options: PgConnectOptions,
     key: String,
     token: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<InstanceLock>> {
     loop {
         if token
             .run_until_cancelled(tokio::time::sleep(CHECK))
             .await
             .is_none()
         {
-            return Ok(());
+            return Ok(Some(lock));
         }
         let held = token
             .run_until_cancelled(tokio::time::timeout(PING_TIMEOUT, lock.is_held()))
             .await;
         match held {
-            None => return Ok(()),
+            None => return Ok(Some(lock)),
             Some(Ok(true)) => continue,
             Some(_) => {}
         }
@@ -122,7 +124,7 @@ pub async fn keep(
                 ))
                 .await;
             match tried {
-                None => return Ok(()),
+                None => return Ok(None),
                 Some(Ok(Ok(Some(again)))) => {
                     tracing::info!(instance_id = %key, "Instance lock held again.");
                     break again;
@@ -149,7 +151,7 @@ pub async fn keep(
                         .await
                         .is_none()
                     {
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
             }

@@ -194,7 +194,14 @@ pub async fn run(
         ),
     }
     tasks.close();
-    let keeper_result = shutdown.bounded(keeper).await;
+    // The lock comes back from its keeper and is released last, when every
+    // connection is closed.
+    let (lock, keeper_error) = match shutdown.bounded(keeper).await {
+        Some(Ok(Ok(lock))) => (lock, None),
+        Some(Ok(Err(e))) => (None, Some(e)),
+        Some(Err(e)) => (None, Some(anyhow::anyhow!("lock keeper task failed: {e}"))),
+        None => (None, None),
+    };
     let all_done = shutdown.bounded(tasks.wait()).await.is_some();
     let elapsed = shutdown.began().elapsed().as_secs_f64();
     if all_done {
@@ -210,9 +217,10 @@ pub async fn run(
             tasks.describe_running()
         );
     }
-    match keeper_result {
-        Some(Ok(Err(e))) => Err(e),
-        _ => Ok(()),
+    drop(lock);
+    match keeper_error {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
