@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod database;
 mod deploy_files;
+mod environment;
 mod instance_lock;
 mod invalid_rows;
 mod lifecycle;

@@ -5,6 +5,7 @@ use crate::{Settings, SettingsError, redact_url, validate};
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Metadata, Source};
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -64,16 +65,27 @@ pub struct Loaded {
 
 /// Loads settings from defaults, the file (`config_file`, else
 /// `MQTT_CONFIG_FILE`) and the process environment, then validates them.
+///
+/// Variables that are not ours are never looked at, so an unrelated
+/// variable that is not UTF-8 cannot stop the program.
 pub fn load(config_file: Option<&Path>) -> Result<Loaded, SettingsError> {
-    load_from(config_file, std::env::vars())
+    load_from(config_file, std::env::vars_os())
 }
 
-/// Like [`load`], with the environment given (for tests and embedding).
-pub fn load_from(
+/// Like [`load`], with the environment given (for tests and embedding):
+/// pairs of anything that converts into an [`OsString`] (`&str`, `String`,
+/// `OsString`, what [`std::env::vars_os`] yields).
+///
+/// One of our variables whose value is not UTF-8 is an error naming it.
+pub fn load_from<K, V>(
     config_file: Option<&Path>,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Loaded, SettingsError> {
-    let env: Vec<(String, String)> = env.into_iter().collect();
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<Loaded, SettingsError>
+where
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    let env = ours(env)?;
     let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let file: Option<PathBuf> = config_file.map(Path::to_path_buf).or_else(|| {
         lookup(CONFIG_FILE_VAR)
@@ -135,6 +147,38 @@ pub fn load_from(
         warnings,
         effective,
     })
+}
+
+/// The variables that concern us, as UTF-8: our settings, MQTT_CONFIG_FILE,
+/// and the names of other `MQTT_*` variables (for the unknown-variable
+/// warning, which never shows a value). Everything else is skipped unread.
+fn ours<K, V>(env: impl IntoIterator<Item = (K, V)>) -> Result<Vec<(String, String)>, SettingsError>
+where
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    let mut kept = Vec::new();
+    for (name, value) in env {
+        // Our names are ASCII: a name that is not UTF-8 is someone else's.
+        let Ok(name) = name.into().into_string() else {
+            continue;
+        };
+        let known = name == CONFIG_FILE_VAR || VARIABLES.iter().any(|(_, var)| *var == name);
+        if known {
+            let value = value
+                .into()
+                .into_string()
+                .map_err(|_| SettingsError::Invalid {
+                    variable: name.clone(),
+                    source_name: SettingSource::Environment.to_string(),
+                    reason: "not valid UTF-8 (the value is not shown)".to_owned(),
+                })?;
+            kept.push((name, value));
+        } else if name.starts_with("MQTT_") {
+            kept.push((name, String::new()));
+        }
+    }
+    Ok(kept)
 }
 
 /// The environment as a figment provider, limited to the known variables and

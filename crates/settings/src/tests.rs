@@ -162,3 +162,57 @@ fn client_id_parts_are_sanitised() {
     assert_eq!(sanitize_client_id_part("bfg.back end/1"), "bfg_back_end_1");
     assert_eq!(sanitize_client_id_part("site_88-a"), "site_88-a");
 }
+
+#[cfg(unix)]
+fn not_utf8() -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(b"caf\xe9-\xff").to_owned()
+}
+
+#[cfg(unix)]
+#[test]
+fn unrelated_variables_that_are_not_utf8_are_ignored() {
+    use std::ffi::OsString;
+    let loaded = load_from(
+        None,
+        [
+            (OsString::from("LESSOPEN"), not_utf8()),
+            (not_utf8(), OsString::from("value")),
+            (
+                OsString::from("MQTT_INSTANCE_ID"),
+                OsString::from("bfg_back"),
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(loaded.settings.instance_id, "bfg_back");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // Another tool's MQTT_* variable: warned about by name, value unread.
+    let loaded = load_from(None, [(OsString::from("MQTT_OTHER_TOOL"), not_utf8())]).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].contains("MQTT_OTHER_TOOL"));
+}
+
+#[cfg(unix)]
+#[test]
+fn our_variables_that_are_not_utf8_are_errors_naming_them() {
+    use std::ffi::OsString;
+    let ours = load::VARIABLES
+        .iter()
+        .map(|(_, var)| *var)
+        .chain([load::CONFIG_FILE_VAR]);
+    for var in ours {
+        let err = load_from(None, [(OsString::from(var), not_utf8())]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(var), "{var}: {text}");
+        assert!(text.contains("UTF-8"), "{var}: {text}");
+        assert!(text.contains("environment"), "{var}: {text}");
+    }
+}
+
+#[test]
+fn load_from_takes_str_and_string_pairs() {
+    let by_str = load_from(None, [("MQTT_KEEP_ALIVE", "15")]).unwrap();
+    let by_string = load_from(None, env(&[("MQTT_KEEP_ALIVE", "15")])).unwrap();
+    assert_eq!(by_str.settings, by_string.settings);
+}
