@@ -1,8 +1,9 @@
 //! Test kit for mqtt-supervisor: a private Mosquitto per test ([`Broker`]),
 //! a foreign MQTT client that records what the broker really delivered
 //! ([`Observer`]), the real binary as a child process ([`App`]) or under
-//! supervisord with the repository's conf ([`Supervisord`]), and
-//! database helpers for a per-test database (`#[sqlx::test]`).
+//! supervisord with the repository's conf ([`Supervisord`]), a private
+//! TLS-only PostgreSQL ([`TlsPostgres`]), and database helpers for a
+//! per-test database (`#[sqlx::test]`).
 //!
 //! Everything talks to loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,12 +12,14 @@ mod app;
 mod broker;
 mod db;
 mod observer;
+mod pg_tls;
 mod supervisord;
 
 pub use app::{App, binary_path, http_get};
 pub use broker::Broker;
 pub use db::{Row, database_url, insert, state, wait_status};
 pub use observer::{Foreign, Observer};
+pub use pg_tls::TlsPostgres;
 pub use supervisord::{PROGRAM, Supervisord, repo_root};
 
 use std::future::Future;
