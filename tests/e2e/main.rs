@@ -13,6 +13,7 @@ mod invalid_rows;
 mod lifecycle;
 mod notify;
 mod oversize;
+mod pg_tls;
 mod refusals;
 mod secrets;
 mod settings;
