@@ -272,7 +272,7 @@ fn map_figment_error(err: figment::Error, file: Option<&Path>) -> SettingsError 
     if key.is_empty() && from_file {
         return SettingsError::File {
             path: file.map(|p| p.display().to_string()).unwrap_or_default(),
-            reason: err.kind.to_string(),
+            reason: without_source_lines(&err.kind.to_string()),
         };
     }
     let source_name = match err.metadata.as_ref() {
@@ -294,6 +294,23 @@ fn map_figment_error(err: figment::Error, file: Option<&Path>) -> SettingsError 
         source_name,
         reason,
     }
+}
+
+/// A TOML syntax error without the file's text: the parser quotes the line
+/// it stopped at (`1 | database_url = "postgres://app:pw@…`), which may
+/// hold the database password. Line and column stay, and what was expected.
+fn without_source_lines(message: &str) -> String {
+    let is_source = |line: &str| {
+        let line = line.trim_start();
+        let rest = line.trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    message
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !is_source(line))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// A value as `check-config` shows it, secrets redacted.

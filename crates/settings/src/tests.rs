@@ -309,3 +309,20 @@ fn check_config_values_hide_query_passwords() {
         "{printed}"
     );
 }
+
+#[test]
+fn file_syntax_errors_do_not_quote_the_file() {
+    figment::Jail::expect_with(|jail| {
+        let canary = "canary-toml-91f0";
+        jail.create_file(
+            "broken.toml",
+            &format!("keep_alive = 20\ndatabase_url = \"postgres://app:{canary}@db/x\n"),
+        )?;
+        let path = jail.directory().join("broken.toml");
+        let err = load_from(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(!err.contains(canary), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("broken.toml"), "{err}");
+        Ok(())
+    });
+}
