@@ -3,6 +3,10 @@
 #
 #   - PostgreSQL server + client, running and answering on 127.0.0.1:5432,
 #     where user `postgres` logs in without a password (trust, see below);
+#   - the PostgreSQL server's programs (initdb, pg_ctl) even when another
+#     PostgreSQL already answers on that port: the TLS tests start private
+#     clusters from them (tests/src/pg_tls.rs, as user `postgres` via
+#     runuser when run as root);
 #   - Mosquitto + mosquitto-clients (the tests start private brokers from the
 #     `mosquitto` binary and use mosquitto_passwd; the system broker on
 #     127.0.0.1:1883 is only for scripts/demo.sh);
@@ -62,7 +66,10 @@ have() { type -P "$1" >/dev/null 2>&1; }  # a program on PATH, not a shell built
 # ---------------------------------------------------------------- packages --
 # Judged by the programs, not by package names: a PostgreSQL installed as
 # `postgresql-15` (without the `postgresql` metapackage) counts.
-pg_server_installed() { compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; }
+pg_server_installed() {
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null &&
+        compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
 
 missing=()
 pg_already_answers=false
@@ -70,8 +77,9 @@ if have pg_isready && pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 3 </dev/null;
     pg_already_answers=true
 fi
 # A server already answering on the port (a local cluster, or a CI service
-# container) is used as it is; otherwise the server package is needed.
-if ! $pg_already_answers && ! pg_server_installed; then
+# container) is used as it is; the server package is needed all the same,
+# for the private TLS clusters the tests start.
+if ! pg_server_installed; then
     missing+=(postgresql)
 fi
 if ! have psql || ! have pg_isready; then missing+=(postgresql-client); fi
@@ -84,6 +92,7 @@ fi
 if ! have supervisord || ! have supervisorctl; then missing+=(supervisor); fi
 if ! have openssl; then missing+=(openssl); fi
 if ! have kill; then missing+=(procps); fi
+if ! have runuser; then missing+=(util-linux); fi
 if ! have cc; then missing+=(gcc libc6-dev); fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -93,12 +102,29 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # instead of failing on its lock.
     apt_opts=(-q -o DPkg::Lock::Timeout=300)
     as_root apt-get "${apt_opts[@]}" update </dev/null
+    # With a server already answering on the port, the package's own cluster
+    # (`main`, created and started on the next free port) would be a second
+    # server nobody uses: suppress it for this installation only, through
+    # the drop-in directory createcluster.conf includes.
+    drop_in_dir=/etc/postgresql-common/createcluster.d
+    drop_in="$drop_in_dir/zz-mqtt-supervisor-deps.conf"
+    if $pg_already_answers && [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        say "PostgreSQL already answers on port $PG_PORT: installing the server without creating a cluster"
+        as_root install -d -m 0755 "$drop_in_dir"
+        printf 'create_main_cluster = false\n' | as_root tee "$drop_in" >/dev/null
+    fi
+    install_status=0
     as_root env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 \
         apt-get "${apt_opts[@]}" install -y --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        "${missing[@]}" </dev/null
+        "${missing[@]}" </dev/null || install_status=$?
+    if as_root test -e "$drop_in"; then
+        as_root rm -f "$drop_in"
+        as_root rmdir --ignore-fail-on-non-empty "$drop_in_dir"
+    fi
+    [ "$install_status" -eq 0 ] || die "apt-get install ${missing[*]} failed"
 else
-    say "packages: PostgreSQL, Mosquitto (+ clients), supervisor, openssl and a C compiler are installed"
+    say "packages: PostgreSQL (server and client), Mosquitto (+ clients), supervisor, openssl, runuser and a C compiler are installed"
 fi
 
 # -------------------------------------------------------------- PostgreSQL --

@@ -3,7 +3,7 @@
 //! (even at debug level and after errors), in health, in `check-config`, or
 //! in the state and event tables the application reads.
 
-use mqtt_supervisor_tests::{App, Broker, Row, insert, state, wait_status};
+use mqtt_supervisor_tests::{App, Broker, Row, free_port, insert, state, wait_status};
 use sqlx::PgPool;
 use std::time::Duration;
 
@@ -129,4 +129,118 @@ async fn secrets_appear_nowhere(pool: PgPool) {
     let events = table_text(&pool, "events").await;
     assert!(events.contains("not authorised"), "{events}");
     assert_clean("mqtt_connection_events", &events);
+}
+
+/// Canaries in every place a Postgres URL can carry a secret.
+const URL_CANARIES: [&str; 5] = [
+    "canary-userinfo-61a2",
+    "canary-query-pw-8c4d",
+    "canary-sslpw-0f9e",
+    "canary-mixed-case-7b13",
+    "canary-api-secret-2e5a",
+];
+
+fn assert_no_url_canary(place: &str, text: &str) {
+    for canary in URL_CANARIES {
+        assert!(
+            !text.contains(canary),
+            "{place} leaks the secret {canary}:\n{text}"
+        );
+    }
+}
+
+async fn finished(app: &mut App) -> Option<i32> {
+    let status = app.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.is_some(), "did not exit:\n{}", app.output());
+    status.and_then(|s| s.code())
+}
+
+/// check-config, the CLI's connect errors and `run`'s wait for the database
+/// show the URL's shape but none of its secrets: the password in the user
+/// info or in `password=` (any case), `sslpassword`, other secret-looking
+/// parameters. Nothing listens on the port, so every connect fails.
+#[tokio::test]
+async fn database_url_secrets_stay_hidden_in_every_form() {
+    let [userinfo, query_pw, ssl_pw, mixed, api] = URL_CANARIES;
+    let port = free_port();
+    let url = format!(
+        "postgres://app:{userinfo}@127.0.0.1:{port}/x?sslmode=prefer&password={query_pw}\
+         &sslpassword={ssl_pw}&PassWord={mixed}&api_secret={api}"
+    );
+    let env = [("RUST_LOG", "debug")];
+
+    let mut check = App::spawn_args(&url, &["check-config"], &env);
+    assert_eq!(finished(&mut check).await, Some(0), "{}", check.output());
+    let shown = check.output();
+    assert!(
+        shown.contains(&format!("postgres://app:***@127.0.0.1:{port}/x?sslmode=prefer&password=***&sslpassword=***&PassWord=***&api_secret=***")),
+        "check-config must show the URL's shape:\n{shown}"
+    );
+    assert_no_url_canary("check-config", &shown);
+
+    for args in [&["migrate"][..], &["connections", "list"][..]] {
+        let mut cli = App::spawn_args(&url, args, &env);
+        assert_eq!(
+            finished(&mut cli).await,
+            Some(1),
+            "{args:?}: {}",
+            cli.output()
+        );
+        let out = cli.output();
+        assert!(
+            out.contains(&format!("cannot connect to database 127.0.0.1:{port}")),
+            "{args:?}: {out}"
+        );
+        assert_no_url_canary(&format!("{args:?}"), &out);
+    }
+    let mut migrate = App::spawn_args(&url, &["migrate"], &env);
+    finished(&mut migrate).await;
+    assert!(
+        migrate.output().contains("`sslpassword` is not supported"),
+        "{}",
+        migrate.output()
+    );
+
+    let mut app = App::spawn(&url, &env);
+    assert!(
+        app.wait_output("Waiting for database", Duration::from_secs(10))
+            .await,
+        "{}",
+        app.output()
+    );
+    app.sigterm();
+    assert_eq!(finished(&mut app).await, Some(0), "{}", app.output());
+    assert_no_url_canary("run", &app.output());
+}
+
+/// A URL that does not parse is shown as `***` whole, and the error that
+/// stops the CLI does not repeat it.
+#[tokio::test]
+async fn unparseable_database_url_is_hidden_whole() {
+    let [userinfo, ..] = URL_CANARIES;
+    let url = format!("postgres://app:{userinfo}@127.0.0.1:not-a-port/x");
+    let mut check = App::spawn_args(&url, &["check-config"], &[]);
+    assert_eq!(finished(&mut check).await, Some(0), "{}", check.output());
+    let shown = check.output();
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("DATABASE_URL") && l.contains("= ***")),
+        "{shown}"
+    );
+    assert_no_url_canary("check-config", &shown);
+
+    let mut migrate = App::spawn_args(&url, &["migrate"], &[]);
+    assert_eq!(
+        finished(&mut migrate).await,
+        Some(1),
+        "{}",
+        migrate.output()
+    );
+    let out = migrate.output();
+    assert!(
+        out.contains("DATABASE_URL: not a valid postgres URL"),
+        "{out}"
+    );
+    assert_no_url_canary("migrate", &out);
 }

@@ -1,6 +1,7 @@
 //! The real `mqtt-supervisor` binary as a child process, with its output
 //! captured and its HTTP port chosen free.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -42,6 +43,16 @@ impl App {
 
     /// Starts the binary with `args`.
     pub fn spawn_args(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> App {
+        let env: Vec<(&OsStr, &OsStr)> = env
+            .iter()
+            .map(|(k, v)| (OsStr::new(k), OsStr::new(v)))
+            .collect();
+        App::spawn_env_os(database_url, args, &env)
+    }
+
+    /// Like [`App::spawn_args`], with variables that need not be UTF-8
+    /// (names or values), as a real environment may hold.
+    pub fn spawn_env_os(database_url: &str, args: &[&str], env: &[(&OsStr, &OsStr)]) -> App {
         let http_port = crate::free_port();
         let mut cmd = Command::new(binary_path());
         cmd.args(args)

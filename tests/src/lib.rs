@@ -1,8 +1,9 @@
 //! Test kit for mqtt-supervisor: a private Mosquitto per test ([`Broker`]),
 //! a foreign MQTT client that records what the broker really delivered
 //! ([`Observer`]), the real binary as a child process ([`App`]) or under
-//! supervisord with the repository's conf ([`Supervisord`]), and
-//! database helpers for a per-test database (`#[sqlx::test]`).
+//! supervisord with the repository's conf ([`Supervisord`]), a private
+//! TLS-only PostgreSQL ([`TlsPostgres`]), and database helpers for a
+//! per-test database (`#[sqlx::test]`).
 //!
 //! For hostile-input tests: a scriptable fake MQTT broker ([`FakeBroker`]),
 //! a TCP proxy in front of Postgres that can black-hole or cut the database
@@ -17,6 +18,7 @@ mod db;
 mod db_proxy;
 mod fake_broker;
 mod observer;
+mod pg_tls;
 mod supervisord;
 mod table_lock;
 
@@ -28,6 +30,7 @@ pub use fake_broker::{
     ConnEnd, ConnRecord, FakeBroker, MAX_REMAINING, PacketKind, ReceivedPublish, Step,
 };
 pub use observer::{Foreign, Observer};
+pub use pg_tls::TlsPostgres;
 pub use supervisord::{PROGRAM, Supervisord, repo_root};
 pub use table_lock::{TableLock, hold_lock};
 

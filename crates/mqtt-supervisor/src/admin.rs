@@ -31,14 +31,27 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
     )
     .await
     .map_err(|_| anyhow::anyhow!("cannot connect to database {address}: no answer within 5 s"))?;
-    let conn = probe.with_context(|| format!("cannot connect to database {address}"))?;
+    let conn = probe.map_err(|e| connect_error(&address, &e))?;
     let _ = sqlx::Connection::close(conn).await;
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
-        .with_context(|| format!("cannot connect to database {address}"))
+        .map_err(|e| connect_error(&address, &e))
+}
+
+/// One line: sqlx's message already holds its cause (as context, anyhow
+/// would print it twice), plus a hint for certificate errors. Neither the
+/// address nor sqlx's message contains the URL's password.
+fn connect_error(address: &str, e: &sqlx::Error) -> anyhow::Error {
+    let hint = if e.to_string().contains("certificate") {
+        " (sslrootcert in DATABASE_URL must name the CA that signed the server's certificate, \
+         which with sslmode=verify-full must also name the host)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("cannot connect to database {address}: {e}{hint}")
 }
 
 /// Prints the table: name, enabled, broker, status, client ID, last error.

@@ -77,6 +77,14 @@ pub async fn run(
     else {
         return stop_early(&shutdown, &tasks).await;
     };
+    // A query on a database that may be slow: bounded, and never past a stop.
+    let report = tokio::time::timeout(
+        Duration::from_secs(3),
+        report_encryption(&pool, &db_options, &db_addr),
+    );
+    if token.run_until_cancelled(report).await.is_none() {
+        return stop_early(&shutdown, &tasks).await;
+    }
     // Set once, here; nothing else sets it.
     let _ = pool_cell.set(pool.clone());
     if options.migrate {
@@ -221,6 +229,35 @@ pub async fn run(
     match keeper_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Says whether the database connection is encrypted, and warns when it is
+/// not and the database is on another machine: the rows hold the brokers'
+/// passwords, and the default `sslmode=prefer` falls back to clear text
+/// without a word.
+async fn report_encryption(
+    pool: &PgPool,
+    options: &sqlx::postgres::PgConnectOptions,
+    address: &str,
+) {
+    match store::connection_encryption(pool).await {
+        Ok(Some(tls)) => tracing::info!(
+            database = %address, tls_version = %tls.version, cipher = %tls.cipher,
+            "Database connection is encrypted ({}, {}).", tls.version, tls.cipher
+        ),
+        Ok(None) if store::is_local(options) => tracing::info!(
+            database = %address,
+            "Database connection is not encrypted (the database is on this machine)."
+        ),
+        Ok(None) => tracing::warn!(
+            database = %address,
+            "Database connection to {address} is not encrypted: the brokers' passwords cross the network in clear. Set sslmode=verify-full&sslrootcert=/path/to/ca.pem in DATABASE_URL."
+        ),
+        Err(e) => tracing::warn!(
+            database = %address, error = %e,
+            "Could not tell whether the database connection is encrypted."
+        ),
     }
 }
 

@@ -5,6 +5,7 @@ use crate::{Settings, SettingsError, redact_url, validate};
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Metadata, Source};
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -64,16 +65,27 @@ pub struct Loaded {
 
 /// Loads settings from defaults, the file (`config_file`, else
 /// `MQTT_CONFIG_FILE`) and the process environment, then validates them.
+///
+/// Variables that are not ours are never looked at, so an unrelated
+/// variable that is not UTF-8 cannot stop the program.
 pub fn load(config_file: Option<&Path>) -> Result<Loaded, SettingsError> {
-    load_from(config_file, std::env::vars())
+    load_from(config_file, std::env::vars_os())
 }
 
-/// Like [`load`], with the environment given (for tests and embedding).
-pub fn load_from(
+/// Like [`load`], with the environment given (for tests and embedding):
+/// pairs of anything that converts into an [`OsString`] (`&str`, `String`,
+/// `OsString`, what [`std::env::vars_os`] yields).
+///
+/// One of our variables whose value is not UTF-8 is an error naming it.
+pub fn load_from<K, V>(
     config_file: Option<&Path>,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Loaded, SettingsError> {
-    let env: Vec<(String, String)> = env.into_iter().collect();
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<Loaded, SettingsError>
+where
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    let env = ours(env)?;
     let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let file: Option<PathBuf> = config_file.map(Path::to_path_buf).or_else(|| {
         lookup(CONFIG_FILE_VAR)
@@ -135,6 +147,38 @@ pub fn load_from(
         warnings,
         effective,
     })
+}
+
+/// The variables that concern us, as UTF-8: our settings, MQTT_CONFIG_FILE,
+/// and the names of other `MQTT_*` variables (for the unknown-variable
+/// warning, which never shows a value). Everything else is skipped unread.
+fn ours<K, V>(env: impl IntoIterator<Item = (K, V)>) -> Result<Vec<(String, String)>, SettingsError>
+where
+    K: Into<OsString>,
+    V: Into<OsString>,
+{
+    let mut kept = Vec::new();
+    for (name, value) in env {
+        // Our names are ASCII: a name that is not UTF-8 is someone else's.
+        let Ok(name) = name.into().into_string() else {
+            continue;
+        };
+        let known = name == CONFIG_FILE_VAR || VARIABLES.iter().any(|(_, var)| *var == name);
+        if known {
+            let value = value
+                .into()
+                .into_string()
+                .map_err(|_| SettingsError::Invalid {
+                    variable: name.clone(),
+                    source_name: SettingSource::Environment.to_string(),
+                    reason: "not valid UTF-8 (the value is not shown)".to_owned(),
+                })?;
+            kept.push((name, value));
+        } else if name.starts_with("MQTT_") {
+            kept.push((name, String::new()));
+        }
+    }
+    Ok(kept)
 }
 
 /// The environment as a figment provider, limited to the known variables and
@@ -228,7 +272,7 @@ fn map_figment_error(err: figment::Error, file: Option<&Path>) -> SettingsError 
     if key.is_empty() && from_file {
         return SettingsError::File {
             path: file.map(|p| p.display().to_string()).unwrap_or_default(),
-            reason: err.kind.to_string(),
+            reason: without_source_lines(&err.kind.to_string()),
         };
     }
     let source_name = match err.metadata.as_ref() {
@@ -250,6 +294,23 @@ fn map_figment_error(err: figment::Error, file: Option<&Path>) -> SettingsError 
         source_name,
         reason,
     }
+}
+
+/// A TOML syntax error without the file's text: the parser quotes the line
+/// it stopped at (`1 | database_url = "postgres://app:pw@…`), which may
+/// hold the database password. Line and column stay, and what was expected.
+fn without_source_lines(message: &str) -> String {
+    let is_source = |line: &str| {
+        let line = line.trim_start();
+        let rest = line.trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    message
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !is_source(line))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// A value as `check-config` shows it, secrets redacted.

@@ -44,16 +44,66 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// A database URL with its password replaced by `***`, for logs and
-/// `check-config`. Falls back to `***` whole when it does not parse.
+/// A database URL with every value that may be secret replaced by `***`, for
+/// logs and `check-config`:
+///
+/// - the password in the user info (`postgres://app:***@db/x`), however it
+///   is percent-encoded;
+/// - query parameters that can carry secrets, whatever their case or
+///   percent-encoding: `password`, `sslpassword`, and any name containing
+///   `password`, `passwd`, `secret`, `token` or `key` (`sslkey`, `api_key`);
+/// - a fragment, which libpq does not use but a mistyped password can end up in.
+///
+/// A URL that does not parse, or that parses with an `@` after the host (a
+/// password holding `/`, `?` or `#` unescaped spills there), is `***` whole.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
-                return "***".to_owned();
-            }
-            parsed.to_string()
-        }
-        Err(_) => "***".to_owned(),
+    let Ok(mut parsed) = url::Url::parse(raw) else {
+        return "***".to_owned();
+    };
+    let spilled = [Some(parsed.path()), parsed.query(), parsed.fragment()]
+        .into_iter()
+        .flatten()
+        .any(|part| part.contains('@'));
+    if spilled || parsed.cannot_be_a_base() {
+        return "***".to_owned();
     }
+    if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+        return "***".to_owned();
+    }
+    if let Some(query) = parsed.query().map(redact_query) {
+        parsed.set_query(Some(&query));
+    }
+    if parsed.fragment().is_some() {
+        parsed.set_fragment(Some("***"));
+    }
+    parsed.to_string()
+}
+
+/// Whether a URL query parameter (its decoded name) may carry a secret.
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "key"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// The query with the values of secret parameters replaced; other pairs are
+/// kept exactly as written.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| {
+            let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let name = url::form_urlencoded::parse(raw_name.as_bytes())
+                .next()
+                .map(|(name, _)| name.into_owned())
+                .unwrap_or_default();
+            if is_secret_parameter(&name) {
+                format!("{raw_name}=***")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }

@@ -162,3 +162,167 @@ fn client_id_parts_are_sanitised() {
     assert_eq!(sanitize_client_id_part("bfg.back end/1"), "bfg_back_end_1");
     assert_eq!(sanitize_client_id_part("site_88-a"), "site_88-a");
 }
+
+#[cfg(unix)]
+fn not_utf8() -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(b"caf\xe9-\xff").to_owned()
+}
+
+#[cfg(unix)]
+#[test]
+fn unrelated_variables_that_are_not_utf8_are_ignored() {
+    use std::ffi::OsString;
+    let loaded = load_from(
+        None,
+        [
+            (OsString::from("LESSOPEN"), not_utf8()),
+            (not_utf8(), OsString::from("value")),
+            (
+                OsString::from("MQTT_INSTANCE_ID"),
+                OsString::from("bfg_back"),
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(loaded.settings.instance_id, "bfg_back");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // Another tool's MQTT_* variable: warned about by name, value unread.
+    let loaded = load_from(None, [(OsString::from("MQTT_OTHER_TOOL"), not_utf8())]).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].contains("MQTT_OTHER_TOOL"));
+}
+
+#[cfg(unix)]
+#[test]
+fn our_variables_that_are_not_utf8_are_errors_naming_them() {
+    use std::ffi::OsString;
+    let ours = load::VARIABLES
+        .iter()
+        .map(|(_, var)| *var)
+        .chain([load::CONFIG_FILE_VAR]);
+    for var in ours {
+        let err = load_from(None, [(OsString::from(var), not_utf8())]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(var), "{var}: {text}");
+        assert!(text.contains("UTF-8"), "{var}: {text}");
+        assert!(text.contains("environment"), "{var}: {text}");
+    }
+}
+
+#[test]
+fn load_from_takes_str_and_string_pairs() {
+    let by_str = load_from(None, [("MQTT_KEEP_ALIVE", "15")]).unwrap();
+    let by_string = load_from(None, env(&[("MQTT_KEEP_ALIVE", "15")])).unwrap();
+    assert_eq!(by_str.settings, by_string.settings);
+}
+
+/// Every form in which libpq or sqlx accept a secret in a URL: the canary
+/// must never show, the rest of the URL must.
+#[test]
+fn redact_url_hides_every_form_of_secret() {
+    const CANARY: &str = "canary-7c1d";
+    let cases = [
+        // (URL, what the redacted form must still show)
+        (
+            format!("postgres://app:{CANARY}@db:5432/x"),
+            "postgres://app:***@db:5432/x",
+        ),
+        // Percent-encoded password (`p@ss/w:rd` + canary).
+        (
+            format!("postgres://app:p%40ss%2Fw%3Ard{CANARY}@db/x"),
+            "postgres://app:***@db/x",
+        ),
+        (
+            format!("postgres://db/x?password={CANARY}"),
+            "postgres://db/x?password=***",
+        ),
+        (
+            format!("postgres://db/x?PassWord={CANARY}&sslmode=require"),
+            "?PassWord=***&sslmode=require",
+        ),
+        (
+            format!("postgres://db/x?pass%77ord={CANARY}"),
+            "?pass%77ord=***",
+        ),
+        (
+            format!("postgres://db/x?sslmode=verify-full&sslpassword={CANARY}"),
+            "sslmode=verify-full&sslpassword=***",
+        ),
+        (format!("postgres://db/x?sslkey={CANARY}"), "sslkey=***"),
+        (format!("postgres://db/x?ssl-key={CANARY}"), "ssl-key=***"),
+        (
+            format!("postgres://db/x?client_secret={CANARY}"),
+            "client_secret=***",
+        ),
+        (
+            format!("postgres://db/x?api_key={CANARY}&application_name=mqtt"),
+            "api_key=***&application_name=mqtt",
+        ),
+        (
+            format!("postgres://db/x?auth_token={CANARY}"),
+            "auth_token=***",
+        ),
+        (
+            format!("postgres://u:{CANARY}@db/x?password={CANARY}&password={CANARY}"),
+            "postgres://u:***@db/x?password=***&password=***",
+        ),
+        (
+            format!("postgres:///x?host=/run/postgresql&password={CANARY}"),
+            "host=/run/postgresql&password=***",
+        ),
+        (format!("postgres://db/x#{CANARY}"), "postgres://db/x#***"),
+    ];
+    for (url, shown) in &cases {
+        let redacted = redact_url(url);
+        assert!(!redacted.contains(CANARY), "{url} -> {redacted}");
+        assert!(
+            redacted.contains(shown),
+            "{url} -> {redacted}, expected {shown}"
+        );
+    }
+    // Harmless parameters stay as written.
+    let plain = "postgres://app@db/x?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem";
+    assert_eq!(redact_url(plain), plain);
+    // Not a URL, or a password that spilled out of the user info: *** whole.
+    for url in [
+        format!("host=db password={CANARY}"),
+        format!("postgres://app:{CANARY}@db:port/x"),
+        format!("postgres://app:12#{CANARY}@db/x"),
+        format!("postgres://app:12/{CANARY}@db/x"),
+        format!("postgres://app:12?{CANARY}@db/x"),
+        format!("postgres:{CANARY}"),
+    ] {
+        assert_eq!(redact_url(&url), "***", "{url}");
+    }
+}
+
+#[test]
+fn check_config_values_hide_query_passwords() {
+    let canary = "canary-q-5e2b";
+    let url = format!("postgres://app@db/x?sslmode=require&password={canary}");
+    let loaded = load_from(None, [("DATABASE_URL", url.as_str())]).unwrap();
+    let printed = format!("{:?}", loaded.effective);
+    assert!(!printed.contains(canary), "{printed}");
+    assert!(
+        printed.contains("postgres://app@db/x?sslmode=require&password=***"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn file_syntax_errors_do_not_quote_the_file() {
+    figment::Jail::expect_with(|jail| {
+        let canary = "canary-toml-91f0";
+        jail.create_file(
+            "broken.toml",
+            &format!("keep_alive = 20\ndatabase_url = \"postgres://app:{canary}@db/x\n"),
+        )?;
+        let path = jail.directory().join("broken.toml");
+        let err = load_from(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(!err.contains(canary), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("broken.toml"), "{err}");
+        Ok(())
+    });
+}

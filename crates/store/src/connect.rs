@@ -5,20 +5,108 @@ use crate::StoreError;
 use sqlx::ConnectOptions;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use std::str::FromStr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
-/// Parses a database URL; the error never repeats the URL (it may hold a password).
+/// Query parameters sqlx 0.9 understands in a Postgres URL (its
+/// `PgConnectOptions::parse_from_url`), besides `options[NAME]`.
+const KNOWN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// Parses a database URL. No error or log line repeats a value from it (the
+/// URL may hold a password in its user info or its parameters):
+///
+/// - parameters sqlx does not know (`sslpassword`, `connect_timeout`, …) are
+///   dropped with a warning that names them but not their values (sqlx
+///   itself would log them with their values);
+/// - `sslmode` must be one of libpq's modes; `sslrootcert=system` means the
+///   system's trust store, which is what sqlx uses without `sslrootcert`;
+/// - any other problem is reported without the URL.
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    PgConnectOptions::from_str(url)
+    const HIDDEN: &str = "(the value is not shown: it may hold a password)";
+    let mut parsed = Url::parse(url)
+        .map_err(|_| StoreError::Url(format!("not a valid postgres URL {HIDDEN}")))?;
+    let mut kept: Vec<(String, String)> = Vec::new();
+    let mut dropped: Vec<String> = Vec::new();
+    for (name, value) in parsed.query_pairs() {
+        let known = KNOWN_PARAMETERS.contains(&&*name)
+            || (name.starts_with("options[") && name.ends_with(']'));
+        if !known {
+            dropped.push(name.into_owned());
+            continue;
+        }
+        if matches!(&*name, "sslmode" | "ssl-mode")
+            && !SSL_MODES.contains(&value.to_ascii_lowercase().as_str())
+        {
+            return Err(StoreError::Url(format!(
+                "sslmode must be one of {}",
+                SSL_MODES.join(", ")
+            )));
+        }
+        if matches!(&*name, "sslrootcert" | "ssl-root-cert" | "ssl-ca") && value == "system" {
+            continue;
+        }
+        kept.push((name.into_owned(), value.into_owned()));
+    }
+    if parsed.query().is_some() {
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(&kept);
+        }
+    }
+    for name in &dropped {
+        tracing::warn!(
+            parameter = %name,
+            "DATABASE_URL parameter `{name}` is not supported and is ignored."
+        );
+    }
+    PgConnectOptions::from_url(&parsed)
         .map(|o| o.log_statements(tracing::log::LevelFilter::Trace))
-        .map_err(|_| StoreError::Url("not a valid postgres URL".to_owned()))
+        .map_err(|_| {
+            StoreError::Url(format!(
+                "cannot be used: check its host, port, user, database and parameters {HIDDEN}"
+            ))
+        })
 }
 
 /// `host:port` (or the socket path) for log lines, never the credentials.
 pub fn database_address(options: &PgConnectOptions) -> String {
-    format!("{}:{}", options.get_host(), options.get_port())
+    match options.get_socket() {
+        Some(dir) => format!("{}/.s.PGSQL.{}", dir.display(), options.get_port()),
+        None if options.get_host().starts_with('/') => {
+            format!("{}/.s.PGSQL.{}", options.get_host(), options.get_port())
+        }
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    }
 }
 
 /// A pool for the service: a handful of connections, short acquire timeout so
@@ -86,5 +174,71 @@ fn is_permanent(e: &sqlx::Error) -> bool {
         ),
         sqlx::Error::Configuration(_) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::postgres::PgSslMode;
+
+    const CANARY: &str = "canary-url-4a7e";
+
+    #[test]
+    fn errors_never_repeat_the_url() {
+        for url in [
+            format!("postgres://app:{CANARY}@db:99999/x"),
+            format!("postgres://app:{CANARY}@db/x?port=not-a-port"),
+            format!("postgres://app:{CANARY}@db/x?hostaddr=not-an-address"),
+            format!("postgres://app:%ff{CANARY}@db/x"),
+            format!("postgres://app@db/x?password={CANARY}&statement-cache-capacity=lots"),
+            format!("postgres://app@db/x?sslmode={CANARY}"),
+            format!("not a url {CANARY}"),
+        ] {
+            let err = connect_options(&url).unwrap_err().to_string();
+            assert!(!err.contains(CANARY), "{url}: {err}");
+            assert!(err.starts_with("DATABASE_URL: "), "{url}: {err}");
+        }
+        let err = connect_options("postgres://db/x?sslmode=verify").unwrap_err();
+        assert!(err.to_string().contains("sslmode must be one of"), "{err}");
+    }
+
+    #[test]
+    fn sslmode_is_honoured_and_unknown_parameters_dropped() {
+        for (mode, expected) in [
+            ("disable", PgSslMode::Disable),
+            ("prefer", PgSslMode::Prefer),
+            ("require", PgSslMode::Require),
+            ("verify-ca", PgSslMode::VerifyCa),
+            ("VERIFY-FULL", PgSslMode::VerifyFull),
+        ] {
+            let url = format!(
+                "postgres://app:pw@db/x?sslmode={mode}&sslpassword={CANARY}&connect_timeout=10"
+            );
+            let options = connect_options(&url).unwrap();
+            // PgSslMode has no PartialEq.
+            assert_eq!(
+                format!("{:?}", options.get_ssl_mode()),
+                format!("{expected:?}"),
+                "{mode}"
+            );
+            assert_eq!(options.get_host(), "db");
+            assert_eq!(options.get_database(), Some("x"));
+        }
+        // Known parameters survive the rebuilt query.
+        let options = connect_options(
+            "postgres://db/x?user=app&password=a%26b&sslrootcert=system&application_name=mqtt%20sup",
+        )
+        .unwrap();
+        assert_eq!(options.get_username(), "app");
+        assert_eq!(options.get_application_name(), Some("mqtt sup"));
+    }
+
+    #[test]
+    fn socket_addresses_name_the_socket() {
+        let options = connect_options("postgres:///x?host=/run/postgresql&port=5433").unwrap();
+        assert_eq!(database_address(&options), "/run/postgresql/.s.PGSQL.5433");
+        let options = connect_options("postgres://db.internal:6432/x").unwrap();
+        assert_eq!(database_address(&options), "db.internal:6432");
     }
 }

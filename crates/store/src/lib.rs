@@ -8,6 +8,7 @@
 mod admin;
 mod connect;
 mod connections;
+mod encryption;
 mod listener;
 mod lock;
 mod state;
@@ -18,6 +19,7 @@ pub use admin::{
 };
 pub use connect::{connect_options, database_address, wait_for_database};
 pub use connections::{ConnectionRow, load_connections};
+pub use encryption::{Encryption, connection_encryption, is_local};
 pub use listener::{CHANNEL, Change, ChangeListener};
 pub use lock::InstanceLock;
 pub use state::{EventRecord, StateRecord, mark_owned_stopped, write_batch};

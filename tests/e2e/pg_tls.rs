@@ -1,0 +1,122 @@
+//! TLS to Postgres: against a private cluster that accepts only TLS, the
+//! real binary honours `sslmode` in DATABASE_URL: `verify-full` with the
+//! right CA connects and says so, with another CA it stops with a message
+//! about the certificate (exit 1, not a panic), `require` encrypts without
+//! verifying, and `disable` is refused by the server with a clear message.
+
+use mqtt_supervisor_tests::{App, TlsPostgres};
+use std::time::Duration;
+
+async fn exit_code(app: &mut App) -> Option<i32> {
+    let status = app.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.is_some(), "did not exit:\n{}", app.output());
+    status.and_then(|s| s.code())
+}
+
+fn verify_full(pg: &TlsPostgres, host: &str, ca: &std::path::Path) -> String {
+    pg.url(
+        host,
+        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    )
+}
+
+#[tokio::test]
+async fn migrate_with_verify_full_and_the_right_ca() {
+    let pg = TlsPostgres::start();
+    // By address (the certificate's IP SAN) and by name (its DNS SAN).
+    for host in ["127.0.0.1", "localhost"] {
+        let url = verify_full(&pg, host, &pg.ca_path());
+        let mut app = App::spawn_args(&url, &["migrate"], &[]);
+        assert_eq!(
+            exit_code(&mut app).await,
+            Some(0),
+            "{host}: {}",
+            app.output()
+        );
+        assert!(
+            app.output().contains("Database schema is up to date."),
+            "{host}: {}",
+            app.output()
+        );
+    }
+}
+
+#[tokio::test]
+async fn verify_full_with_another_ca_fails_with_a_certificate_error() {
+    let pg = TlsPostgres::start();
+    let url = verify_full(&pg, "127.0.0.1", &pg.other_ca_path());
+    let mut app = App::spawn_args(&url, &["migrate"], &[]);
+    // 1 is a runtime failure; 101 would be a panic.
+    assert_eq!(exit_code(&mut app).await, Some(1), "{}", app.output());
+    let out = app.output();
+    assert!(out.to_lowercase().contains("certificate"), "{out}");
+    assert!(
+        out.contains("cannot connect to database 127.0.0.1:"),
+        "{out}"
+    );
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[tokio::test]
+async fn require_encrypts_without_verifying() {
+    let pg = TlsPostgres::start();
+    let mut app = App::spawn_args(&pg.url("127.0.0.1", "sslmode=require"), &["migrate"], &[]);
+    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+}
+
+#[tokio::test]
+async fn disable_is_refused_by_a_tls_only_server() {
+    let pg = TlsPostgres::start();
+    let mut app = App::spawn_args(&pg.url("127.0.0.1", "sslmode=disable"), &["migrate"], &[]);
+    assert_eq!(exit_code(&mut app).await, Some(1), "{}", app.output());
+    let out = app.output();
+    assert!(
+        out.contains("cannot connect to database 127.0.0.1:"),
+        "{out}"
+    );
+    assert!(out.contains("no encryption"), "{out}");
+}
+
+#[tokio::test]
+async fn run_says_the_database_connection_is_encrypted() {
+    let pg = TlsPostgres::start();
+    let url = verify_full(&pg, "127.0.0.1", &pg.ca_path());
+    let mut app = App::spawn(&url, &[]);
+    app.ready().await;
+    let out = app.output();
+    assert!(
+        out.contains("Database connection is encrypted (TLSv1.3"),
+        "{out}"
+    );
+    assert!(!out.contains("not encrypted"), "{out}");
+    app.sigterm();
+    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+}
+
+/// The kit's cluster is what the tests above assume: TLS with our CA, and
+/// nothing in clear. (With TEST_LOG=1 the kit prints its start-up time.)
+#[tokio::test]
+async fn private_cluster_accepts_only_tls() {
+    use sqlx::{ConnectOptions, postgres::PgConnectOptions};
+    let pg = TlsPostgres::start();
+    let url = verify_full(&pg, "localhost", &pg.ca_path());
+    let mut conn = url
+        .parse::<PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(ssl);
+    let plain = pg.url("127.0.0.1", "sslmode=disable");
+    let refused = plain.parse::<PgConnectOptions>().unwrap().connect().await;
+    assert!(refused.is_err(), "a connection in clear was accepted");
+    assert!(
+        pg.log().contains("ready to accept connections"),
+        "{}",
+        pg.log()
+    );
+}
