@@ -7,6 +7,7 @@ use chrono::Utc;
 use settings::Settings;
 use std::time::Duration;
 use store::{ConnectionRow, NewConnection, PgPool, StoreError};
+use supervisor::untrusted::clean;
 
 /// Why an admin command failed; the binary maps it to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +77,14 @@ pub async fn list(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
     for r in rows {
         let tls = if r.use_tls { " tls" } else { "" };
         table.push([
-            r.name.clone(),
+            clean(&r.name),
             if r.is_enabled { "yes" } else { "no" }.to_owned(),
-            format!("{}:{} ({}{tls})", r.broker_host, r.broker_port, r.protocol),
+            format!(
+                "{}:{} ({}{tls})",
+                supervisor::spec::host_for_display(&r.broker_host),
+                r.broker_port,
+                clean(&r.protocol)
+            ),
             r.status.unwrap_or_else(|| "-".to_owned()),
             r.client_id
                 .unwrap_or_else(|| supervisor::spec::client_id(&r.name, &settings.instance_id)),

@@ -9,7 +9,11 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Default filter when RUST_LOG is not set: our info, libraries' warnings.
-const DEFAULT_FILTER: &str = "info,rumqttc=warn,sqlx=warn";
+/// rumqttc's `state` modules log a whole unexpected packet from the broker
+/// (up to MQTT_MAX_PACKET_SIZE) at error level; the connection's own error
+/// line reports the same failure, cleaned and short, so they are off.
+const DEFAULT_FILTER: &str =
+    "info,rumqttc=warn,rumqttc::state=off,rumqttc::v5::state=off,sqlx=warn";
 
 /// Installs the global subscriber; RUST_LOG overrides the default filter.
 /// A RUST_LOG that cannot be used (not UTF-8, not a filter) falls back to

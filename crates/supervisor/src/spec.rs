@@ -87,6 +87,15 @@ impl fmt::Display for InvalidRow {
     }
 }
 
+/// `broker_host` as lists may show it: the value when it is a valid host,
+/// else a placeholder (an invalid one may hold a pasted password).
+pub fn host_for_display(host: &str) -> String {
+    match checks::host(host) {
+        Ok(()) => host.to_owned(),
+        Err(_) => "(invalid broker_host)".to_owned(),
+    }
+}
+
 /// The contracted client ID: `{name}_{instance}`, outside `[A-Za-z0-9_-]` → `_`.
 pub fn client_id(name: &str, instance_id: &str) -> String {
     sanitize_client_id_part(&format!("{name}_{instance_id}"))
