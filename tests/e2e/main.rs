@@ -16,6 +16,7 @@ mod hold_lock;
 mod instance_lock;
 mod invalid_rows;
 mod lifecycle;
+mod memory_flood;
 mod notify;
 mod oversize;
 mod pg_tls;
