@@ -1,0 +1,34 @@
+//! Tenant isolation under hostile input (issue 6): what one broker, one row
+//! or a slow database does must stay with that tenant, bounded in memory,
+//! in connection attempts and in shutdown time, and nothing a broker or a
+//! row holds may forge a log line or leak a secret.
+//!
+//! Each test asserts what the code before the hardening got wrong.
+
+mod memory;
+
+use mqtt_supervisor_tests::state;
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// Waits until row `id` has one of `statuses` and a last_error containing
+/// `needle`; returns `(status, detail, last_error)` if it came.
+async fn wait_error(
+    pool: &PgPool,
+    id: i64,
+    statuses: &[&str],
+    needle: &str,
+    timeout: Duration,
+) -> Option<(String, String, String)> {
+    let found = mqtt_supervisor_tests::eventually(timeout, || async move {
+        state(pool, id).await.is_some_and(|(s, _, e)| {
+            statuses.contains(&s.as_str()) && e.is_some_and(|e| e.contains(needle))
+        })
+    })
+    .await;
+    if !found {
+        return None;
+    }
+    let (status, detail, last_error) = state(pool, id).await?;
+    Some((status, detail, last_error.unwrap_or_default()))
+}
