@@ -6,6 +6,7 @@
 //! Each test asserts what the code before the hardening got wrong.
 
 mod memory;
+mod poison;
 
 use mqtt_supervisor_tests::state;
 use sqlx::PgPool;
@@ -31,4 +32,24 @@ async fn wait_error(
     }
     let (status, detail, last_error) = state(pool, id).await?;
     Some((status, detail, last_error.unwrap_or_default()))
+}
+
+/// Every column of every row of a table the application reads, as JSON
+/// lines.
+async fn table_text(pool: &PgPool, table: Table) -> String {
+    let sql = match table {
+        Table::State => {
+            "SELECT coalesce(string_agg(row_to_json(t)::text, E'\\n'), '') FROM mqtt_connection_state t"
+        }
+        Table::Events => {
+            "SELECT coalesce(string_agg(row_to_json(t)::text, E'\\n'), '') FROM mqtt_connection_events t"
+        }
+    };
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    State,
+    Events,
 }
