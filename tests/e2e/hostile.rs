@@ -8,6 +8,7 @@
 mod flapping;
 mod memory;
 mod poison;
+mod tls;
 
 use mqtt_supervisor_tests::state;
 use sqlx::PgPool;
