@@ -8,11 +8,23 @@
 mod flapping;
 mod memory;
 mod poison;
+mod slow_shutdown;
 mod tls;
 
-use mqtt_supervisor_tests::state;
+use mqtt_supervisor_tests::{PacketKind, Step, state};
 use sqlx::PgPool;
 use std::time::Duration;
+
+/// A broker that accepts and answers, but after the client's DISCONNECT
+/// neither closes nor answers: the client's goodbye can only end by timing
+/// out.
+fn holds_after_disconnect() -> Vec<Step> {
+    vec![
+        Step::ConnAck { code: 0 },
+        Step::WaitFor(PacketKind::Disconnect),
+        Step::Hold,
+    ]
+}
 
 /// Waits until row `id` has one of `statuses` and a last_error containing
 /// `needle`; returns `(status, detail, last_error)` if it came.
