@@ -6,6 +6,7 @@
 //! Each test asserts what the code before the hardening got wrong.
 
 mod flapping;
+mod isolation;
 mod memory;
 mod poison;
 mod slow_shutdown;
