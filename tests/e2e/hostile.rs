@@ -9,6 +9,7 @@ mod flapping;
 mod isolation;
 mod memory;
 mod poison;
+mod row_secrets;
 mod slow_shutdown;
 mod tls;
 
