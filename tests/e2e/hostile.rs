@@ -5,6 +5,7 @@
 //!
 //! Each test asserts what the code before the hardening got wrong.
 
+mod cli;
 mod flapping;
 mod isolation;
 mod memory;
