@@ -13,6 +13,7 @@ mod fake_broker;
 mod fake_broker_disconnect;
 mod fake_broker_raw;
 mod hold_lock;
+mod hostile;
 mod instance_lock;
 mod invalid_rows;
 mod lifecycle;
