@@ -57,6 +57,8 @@ impl App {
         let mut cmd = Command::new(binary_path());
         cmd.args(args)
             .env_remove("RUST_LOG")
+            // The kit's own variable, not a setting of the service.
+            .env_remove("MQTT_SUPERVISOR_BIN")
             .env("DATABASE_URL", database_url)
             .env("MQTT_INSTANCE_ID", "test")
             .env("MQTT_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
