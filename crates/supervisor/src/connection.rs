@@ -80,9 +80,9 @@ impl ConnectionHandle {
             commands_rx,
             token.clone(),
             predecessors,
+            tracked.guard(TaskKind::Connection),
         );
-        let abort =
-            tasks.spawn(tracked.track(TaskKind::Connection, manager.run().instrument(span)));
+        let abort = tasks.spawn(tracked.track_future(manager.run().instrument(span)));
         let handle = ConnectionHandle {
             spec,
             commands: commands_tx,

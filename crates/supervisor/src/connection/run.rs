@@ -6,6 +6,7 @@ use crate::link::{Link, LinkError, LinkEvent};
 use crate::recorder::Recorder;
 use crate::spec::ConnectionSpec;
 use crate::state::{ConnectionState, Status};
+use crate::tasks::TaskGuard;
 use chrono::Utc;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub(super) struct ConnectionManager {
     /// Actors of the same row still closing; this one connects after them.
     predecessors: Vec<super::ConnectionHandle>,
     policy: Policy,
+    /// Counts this actor among the service's tasks until it is dropped.
+    _task: TaskGuard,
     takeovers_in_a_row: u32,
     failures_in_a_row: u32,
 }
@@ -41,6 +44,7 @@ impl ConnectionManager {
         commands: mpsc::Receiver<ConnectionCommand>,
         token: CancellationToken,
         predecessors: Vec<super::ConnectionHandle>,
+        task: TaskGuard,
     ) -> Self {
         let policy = Policy::new(spec.takeover_window, spec.reconnect_cooldown);
         ConnectionManager {
@@ -51,6 +55,7 @@ impl ConnectionManager {
             token,
             predecessors,
             policy,
+            _task: task,
             takeovers_in_a_row: 0,
             failures_in_a_row: 0,
         }
