@@ -115,6 +115,8 @@ fn bad_values_name_the_variable() {
         ("MQTT_MAX_PACKET_SIZE", "1TB"),
         ("MQTT_STATUS_TOPIC", "{prefix}/#"),
         ("MQTT_STATUS_TOPIC", "{tenant}/status"),
+        ("MQTT_STATUS_TOPIC", "{prefix}/status\n"),
+        ("MQTT_INSTANCE_ID", "web\n1"),
         ("MQTT_CLEAN_SESSION", "maybe"),
         ("DATABASE_URL", "mysql://x"),
     ] {

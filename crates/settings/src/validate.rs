@@ -21,6 +21,12 @@ pub fn validate(s: &Settings) -> Result<(), (&'static str, String)> {
     if s.instance_id.len() > 64 {
         return Err(("instance_id", "must be at most 64 characters".to_owned()));
     }
+    if s.instance_id.chars().any(char::is_control) {
+        return Err((
+            "instance_id",
+            "must not contain control characters (a tab, a newline)".to_owned(),
+        ));
+    }
     let ka = s.keep_alive;
     if ka < Duration::from_secs(5) || ka > Duration::from_secs(65_535) || ka.subsec_nanos() != 0 {
         return Err((
@@ -77,10 +83,13 @@ fn validate_status_topic(template: &str) -> Result<(), String> {
     if template.is_empty() {
         return Err("must not be empty".to_owned());
     }
-    if template.contains(['+', '#', '\0']) {
+    if template.contains(['+', '#']) {
         return Err(
             "must not contain the wildcards + or # (it is a topic, not a filter)".to_owned(),
         );
+    }
+    if template.chars().any(char::is_control) {
+        return Err("must not contain control characters (a tab, a newline, NUL)".to_owned());
     }
     let rest = template.replace("{prefix}", "").replace("{name}", "");
     if rest.contains(['{', '}']) {
