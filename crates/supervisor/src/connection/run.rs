@@ -98,13 +98,16 @@ impl ConnectionManager {
                 });
             }
             self.policy.attempt(Instant::now());
-            let attempt = tokio::time::timeout(self.spec.connect_timeout, link.poll());
-            let outcome = match self.until_stopped(attempt).await {
-                Err(_) => return self.finish(),
-                Ok(Ok(Ok(LinkEvent::ConnAck))) => None,
-                Ok(Ok(Ok(_))) => continue,
-                Ok(Ok(Err(e))) => Some(e),
-                Ok(Err(_elapsed)) => Some(LinkError::ConnectTimeout),
+            let outcome = loop {
+                let attempt = tokio::time::timeout(self.spec.connect_timeout, link.poll());
+                match self.until_stopped(attempt).await {
+                    Err(_) => return self.finish(),
+                    Ok(Ok(Ok(LinkEvent::ConnAck))) => break None,
+                    // Still the same attempt (an outgoing packet, say).
+                    Ok(Ok(Ok(_))) => continue,
+                    Ok(Ok(Err(e))) => break Some(e),
+                    Ok(Err(_elapsed)) => break Some(LinkError::ConnectTimeout),
+                }
             };
             if let Some(error) = outcome {
                 let decision = self.policy.failed(&error, Instant::now());
