@@ -21,11 +21,13 @@
 //! for them until the [`Shutdown`] deadline less the reserve for the final
 //! state write, then aborts the rest and records them `stopped`.
 
+mod fleet_view;
 mod listen;
+mod stop;
 
 use crate::backoff::Backoff;
 use crate::connection::ConnectionHandle;
-use crate::fleet::{ConnectionView, Fleet};
+use crate::fleet::Fleet;
 use crate::plan::{plan, validate_all};
 use crate::recorder::Recorder;
 use crate::shutdown::Shutdown;
@@ -349,91 +351,6 @@ impl Monitor {
         self.recorder
             .record(spec.id, &spec.name, &spec.client_id, &state);
         self.publish_fleet(true);
-    }
-
-    fn publish_fleet(&self, running: bool) {
-        let mut connections: Vec<ConnectionView> = self
-            .actors
-            .iter()
-            .map(|(id, a)| {
-                let spec = a.handle.spec();
-                ConnectionView {
-                    id: *id,
-                    name: spec.name.clone(),
-                    client_id: spec.client_id.clone(),
-                    broker: spec.broker(),
-                    state: a.handle.state(),
-                }
-            })
-            .chain(self.invalid.values().map(|inv| ConnectionView {
-                id: inv.row.id,
-                name: inv.row.name.clone(),
-                client_id: inv.row.client_id.clone(),
-                broker: String::new(),
-                state: inv.state.clone(),
-            }))
-            .collect();
-        // Crashed actors waiting for revival still count as enabled, down.
-        for id in self.revive_at.keys() {
-            if !self.actors.contains_key(id)
-                && let Some(Ok(spec)) = self
-                    .desired
-                    .iter()
-                    .find(|r| r.as_ref().is_ok_and(|s| s.id == *id))
-            {
-                let (_tx, rx) = watch::channel(ConnectionState::invalid("actor died; restarting"));
-                connections.push(ConnectionView {
-                    id: *id,
-                    name: spec.name.clone(),
-                    client_id: spec.client_id.clone(),
-                    broker: spec.broker(),
-                    state: rx,
-                });
-            }
-        }
-        connections.sort_by_key(|c| c.id);
-        self.fleet.send_replace(Arc::new(Fleet {
-            running,
-            total_rows: self.counts.0,
-            enabled_rows: self.counts.1,
-            connections,
-        }));
-    }
-
-    async fn shut_down(mut self) -> ShutdownReport {
-        let began = Instant::now();
-        self.publish_fleet(false);
-        let closing: usize = self.stopping.values().map(Vec::len).sum();
-        let connections = self.actors.len() + closing;
-        let until = self.shutdown.deadline_less(self.reserve);
-        let tasks = &mut self.tasks;
-        let drained =
-            tokio::time::timeout_at(until, async { while tasks.join_next().await.is_some() {} })
-                .await;
-        let mut abandoned = 0;
-        if drained.is_err() {
-            // Their rows must not stay `connected` after we exit.
-            let all = self.actors.values().chain(self.stopping.values().flatten());
-            for actor in all.filter(|a| !a.handle.is_stopped()) {
-                abandoned += 1;
-                let spec = actor.handle.spec();
-                let mut state = actor.handle.state().borrow().clone();
-                state.status = Status::Stopped;
-                state.detail =
-                    "stopped at the shutdown deadline without a clean DISCONNECT; the broker publishes the Will".to_owned();
-                state.connected_since = None;
-                state.cooldown_until = None;
-                self.recorder
-                    .record(spec.id, &spec.name, &spec.client_id, &state);
-            }
-            self.tasks.abort_all();
-            while self.tasks.join_next().await.is_some() {}
-        }
-        ShutdownReport {
-            connections,
-            abandoned,
-            elapsed: began.elapsed(),
-        }
     }
 }
 
