@@ -115,8 +115,8 @@ pub async fn run(
             0
         }
     };
-    // A previous holder that did not exit cleanly (it waited for us, or left
-    // `connected` states behind) may still be closing its connections.
+    // A previous holder may still be closing its connections when we had to
+    // wait for the lock, or when it left `connected` states behind.
     if acquired.waited || stale > 0 {
         let grace = lock::handover_grace(settings.shutdown_timeout);
         tracing::info!(
