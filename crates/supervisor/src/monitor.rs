@@ -183,7 +183,10 @@ impl Monitor {
 
     /// Loads rows and applies the plan; returns when the next reconcile is due.
     async fn reconcile(&mut self) -> Instant {
-        let next = match store::load_connections(&self.pool).await {
+        let began = Instant::now();
+        let loaded = store::load_connections(&self.pool).await;
+        let load_ms = began.elapsed().as_secs_f64() * 1e3;
+        let next = match loaded {
             Ok(rows) => {
                 if self.db_failing {
                     tracing::info!("Database is reachable again; connections reconciled.");
@@ -191,7 +194,14 @@ impl Monitor {
                 }
                 self.db_backoff.reset();
                 self.counts = (rows.len(), rows.iter().filter(|r| r.is_enabled).count());
+                let validated = Instant::now();
                 self.desired = validate_all(&rows, &self.settings);
+                tracing::debug!(
+                    rows = rows.len(),
+                    load_ms,
+                    validate_ms = validated.elapsed().as_secs_f64() * 1e3,
+                    "Loaded and validated the rows."
+                );
                 // Only valid rows can be revived; forget the others.
                 let ids: HashSet<i64> = self
                     .desired
@@ -217,7 +227,13 @@ impl Monitor {
                 Instant::now() + delay
             }
         };
+        let applied = Instant::now();
         self.apply();
+        tracing::debug!(
+            apply_ms = applied.elapsed().as_secs_f64() * 1e3,
+            total_ms = began.elapsed().as_secs_f64() * 1e3,
+            "Reconciled."
+        );
         next
     }
 
