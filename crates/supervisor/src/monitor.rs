@@ -21,6 +21,7 @@
 //! for them until the [`Shutdown`] deadline less the reserve for the final
 //! state write, then aborts the rest and records them `stopped`.
 
+mod decisions;
 mod fleet_view;
 mod listen;
 mod stop;
@@ -95,6 +96,10 @@ pub struct Monitor {
     actors: HashMap<i64, Actor>,
     /// Actors told to stop, still closing (stopped rows, replaced ones).
     stopping: HashMap<i64, Vec<Actor>>,
+    /// Rows that are in the table but disabled (as of the last load).
+    disabled: HashSet<i64>,
+    /// Successful loads of the table so far.
+    loads: u64,
     invalid: HashMap<i64, Invalid>,
     desired: Vec<Result<ConnectionSpec, InvalidRow>>,
     /// Dead actors waiting for their restart time.
@@ -132,6 +137,8 @@ impl Monitor {
             tasks: JoinSet::new(),
             actors: HashMap::new(),
             stopping: HashMap::new(),
+            disabled: HashSet::new(),
+            loads: 0,
             invalid: HashMap::new(),
             desired: Vec::new(),
             revive_at: HashMap::new(),
@@ -194,6 +201,12 @@ impl Monitor {
                 }
                 self.db_backoff.reset();
                 self.counts = (rows.len(), rows.iter().filter(|r| r.is_enabled).count());
+                self.disabled = rows
+                    .iter()
+                    .filter(|r| !r.is_enabled)
+                    .map(|r| r.id)
+                    .collect();
+                self.loads += 1;
                 let validated = Instant::now();
                 self.desired = validate_all(&rows, &self.settings);
                 tracing::debug!(
@@ -250,15 +263,14 @@ impl Monitor {
             revive_at.get(&id).is_none_or(|at| *at <= now)
         });
 
+        self.log_plan(&plan, &running);
+
         // Stops go on in the background; nothing here waits for a broker.
         for id in plan.stop.iter().chain(plan.restart.iter().map(|s| &s.id)) {
             if let Some(actor) = self.actors.remove(id) {
                 actor.handle.stop();
                 self.stopping.entry(*id).or_default().push(actor);
             }
-        }
-        for spec in &plan.restart {
-            tracing::info!(connection = %spec.name, client_id = %spec.client_id, "Configuration changed; reconnecting.");
         }
 
         self.refresh_invalid();

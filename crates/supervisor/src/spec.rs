@@ -246,6 +246,41 @@ impl ConnectionSpec {
         Ok(())
     }
 
+    /// The settings that differ from `old`, in words for a log line
+    /// (`broker`, `credentials`, …); never the values.
+    pub fn changes_from(&self, old: &ConnectionSpec) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |differs: bool, what| {
+            if differs {
+                changed.push(what);
+            }
+        };
+        check(self.name != old.name, "name");
+        check(self.client_id != old.client_id, "client ID");
+        check(self.host != old.host || self.port != old.port, "broker");
+        check(self.protocol != old.protocol, "protocol");
+        check(self.tls != old.tls, "TLS");
+        check(
+            self.username != old.username || self.password != old.password,
+            "credentials",
+        );
+        check(self.keep_alive != old.keep_alive, "keep-alive");
+        check(self.clean_session != old.clean_session, "clean session");
+        check(
+            self.prefix != old.prefix || self.status_topic != old.status_topic,
+            "topics",
+        );
+        check(self.subscriptions != old.subscriptions, "subscriptions");
+        check(
+            self.connect_timeout != old.connect_timeout
+                || self.takeover_window != old.takeover_window
+                || self.reconnect_cooldown != old.reconnect_cooldown
+                || self.max_packet_size != old.max_packet_size,
+            "settings",
+        );
+        changed
+    }
+
     /// `host:port`, for health and logs.
     pub fn broker(&self) -> String {
         if self.host.contains(':') {
