@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod database;
 mod db_proxy;
+mod demo;
 mod deploy_files;
 mod environment;
 mod fake_broker;
