@@ -8,6 +8,7 @@ mod crash;
 mod database;
 mod db_proxy;
 mod decisions;
+mod demo;
 mod deploy_files;
 mod environment;
 mod fake_broker;

@@ -42,17 +42,11 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
         .map_err(|e| connect_error(&address, &e))
 }
 
-/// One line: sqlx's message already holds its cause (as context, anyhow
-/// would print it twice), plus a hint for certificate errors. Neither the
-/// address nor sqlx's message contains the URL's password.
+/// One line, shared with `run` ([`store::describe_connect_error`]): the
+/// cause once, and what to do about an unknown role, a wrong password or a
+/// missing database. Never the URL, which may hold a password.
 fn connect_error(address: &str, e: &sqlx::Error) -> anyhow::Error {
-    let hint = if e.to_string().contains("certificate") {
-        " (sslrootcert in DATABASE_URL must name the CA that signed the server's certificate, \
-         which with sslmode=verify-full must also name the host)"
-    } else {
-        ""
-    };
-    anyhow::anyhow!("cannot connect to database {address}: {e}{hint}")
+    anyhow::anyhow!(store::describe_connect_error(address, e))
 }
 
 /// Prints the table: name, enabled, broker, status, client ID, last error.

@@ -71,10 +71,8 @@ pub async fn run(
     let db_options = store::connect_options(settings.database_url.expose())?;
     let db_addr = store::database_address(&db_options);
     tracing::info!(database = %db_addr, "Connecting to database {db_addr}.");
-    let Some(pool) = store::wait_for_database(&db_options, &token)
-        .await
-        .with_context(|| format!("database {db_addr}"))?
-    else {
+    // Its error is one line that names the address and says what to do.
+    let Some(pool) = store::wait_for_database(&db_options, &token).await? else {
         return stop_early(&shutdown, &tasks).await;
     };
     // A query on a database that may be slow: bounded, and never past a stop.

@@ -109,6 +109,55 @@ pub fn database_address(options: &PgConnectOptions) -> String {
     }
 }
 
+/// The URL scripts/demo.sh uses, offered as an example of a login that works
+/// on a machine set up by scripts/deps.sh.
+const DEMO_URL: &str = "postgres://postgres@127.0.0.1:5432/mqtt_supervisor";
+
+/// One line saying why connecting to the database at `address` failed and,
+/// for a refusal waiting will not fix, what to do. Shared by the CLI and
+/// `run`. It names the address and what the server said (a role or database
+/// name), never the URL: the URL may hold a password.
+pub fn describe_connect_error(address: &str, e: &sqlx::Error) -> String {
+    if let sqlx::Error::Database(db) = e
+        && let Some(line) = describe_refusal(address, db.code().as_deref(), db.message())
+    {
+        return line;
+    }
+    let hint = if e.to_string().contains("certificate") {
+        " (sslrootcert in DATABASE_URL must name the CA that signed the server's certificate, \
+         which with sslmode=verify-full must also name the host)"
+    } else {
+        ""
+    };
+    format!("cannot connect to database {address}: {e}{hint}")
+}
+
+/// The server's refusal (`message`, SQLSTATE `code`) in one line with what
+/// to do, for the refusals a newcomer meets: an unknown role (28000), a
+/// wrong password (28P01), a missing database (3D000). `None` for others.
+fn describe_refusal(address: &str, code: Option<&str>, message: &str) -> Option<String> {
+    // The server's message already names the role or database.
+    let message = message.trim_end_matches('.');
+    let todo = match code? {
+        // invalid_authorization_specification: also pg_hba.conf refusals
+        // and roles without LOGIN, which the generic line shows as they are.
+        "28000" if message.contains("does not exist") => format!(
+            "set DATABASE_URL to a user that exists, e.g. {DEMO_URL} (the demo's), \
+             or create this one (CREATE ROLE ... LOGIN)"
+        ),
+        // invalid_password
+        "28P01" => "check the user and password in DATABASE_URL (percent-encode @ / # ? in a \
+                    password: @ is %40), or set DATABASE_URL to a user that logs in without one"
+            .to_owned(),
+        // invalid_catalog_name
+        "3D000" => "create it (CREATE DATABASE, as scripts/demo.sh does), or set DATABASE_URL to \
+                    an existing database and run `mqtt-supervisor migrate` against it"
+            .to_owned(),
+        _ => return None,
+    };
+    Some(format!("{message} on {address}: {todo}"))
+}
+
 /// A pool for the service: a handful of connections, short acquire timeout so
 /// that a dead database shows up as an error instead of a hang.
 fn pool_options() -> PgPoolOptions {
@@ -120,8 +169,8 @@ fn pool_options() -> PgPoolOptions {
 
 /// Connects, retrying with backoff (1 s doubling to 30 s) and a progress line
 /// per attempt, until the database answers (`Ok(Some(pool))`), refuses for
-/// good (bad password, no such database: `Err`), or `token` is cancelled
-/// (`Ok(None)`).
+/// good (bad password, no such database: [`StoreError::Connect`] with
+/// [`describe_connect_error`]'s line), or `token` is cancelled (`Ok(None)`).
 pub async fn wait_for_database(
     options: &PgConnectOptions,
     token: &CancellationToken,
@@ -143,7 +192,9 @@ pub async fn wait_for_database(
                 }
                 return Ok(Some(pool));
             }
-            Err(e) if is_permanent(&e) => return Err(StoreError::Database(e)),
+            Err(e) if is_permanent(&e) => {
+                return Err(StoreError::Connect(describe_connect_error(&address, &e)));
+            }
             Err(e) => {
                 tracing::warn!(
                     database = %address, attempt, error = %e,
@@ -232,6 +283,46 @@ mod tests {
         .unwrap();
         assert_eq!(options.get_username(), "app");
         assert_eq!(options.get_application_name(), Some("mqtt sup"));
+    }
+
+    #[test]
+    fn refusals_say_what_to_do_in_one_line() {
+        let addr = "127.0.0.1:5432";
+        let role =
+            describe_refusal(addr, Some("28000"), "role \"anonymous\" does not exist").unwrap();
+        assert!(
+            role.starts_with("role \"anonymous\" does not exist on 127.0.0.1:5432: set DATABASE_URL to a user that exists, e.g. postgres://postgres@127.0.0.1:5432/mqtt_supervisor"),
+            "{role}"
+        );
+        let password = describe_refusal(
+            addr,
+            Some("28P01"),
+            "password authentication failed for user \"app\"",
+        )
+        .unwrap();
+        assert!(
+            password.starts_with("password authentication failed for user \"app\" on 127.0.0.1:5432: check the user and password in DATABASE_URL"),
+            "{password}"
+        );
+        let database =
+            describe_refusal(addr, Some("3D000"), "database \"nope\" does not exist").unwrap();
+        assert!(
+            database.starts_with("database \"nope\" does not exist on 127.0.0.1:5432: create it"),
+            "{database}"
+        );
+        assert!(database.contains("`mqtt-supervisor migrate`"), "{database}");
+        for line in [&role, &password, &database] {
+            assert!(!line.contains('\n'), "{line}");
+            assert_eq!(line.matches(" on 127.0.0.1:5432").count(), 1, "{line}");
+        }
+        // Other refusals keep the generic line, which shows the server's text.
+        let hba = "no pg_hba.conf entry for host \"127.0.0.1\", user \"x\", database \"y\", no encryption";
+        assert_eq!(describe_refusal(addr, Some("28000"), hba), None);
+        assert_eq!(
+            describe_refusal(addr, Some("57P03"), "the database system is starting up"),
+            None
+        );
+        assert_eq!(describe_refusal(addr, None, "anything"), None);
     }
 
     #[test]

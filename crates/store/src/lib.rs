@@ -17,7 +17,7 @@ pub use admin::{
     ListedConnection, NewConnection, add_connection, list_connections, remove_connection,
     set_enabled,
 };
-pub use connect::{connect_options, database_address, wait_for_database};
+pub use connect::{connect_options, database_address, describe_connect_error, wait_for_database};
 pub use connections::{ConnectionRow, load_connections};
 pub use encryption::{Encryption, connection_encryption, is_local};
 pub use listener::{CHANNEL, Change, ChangeListener};
@@ -40,6 +40,11 @@ pub enum StoreError {
     /// A query or connection failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database refused the connection for good (unknown role, wrong
+    /// password, no such database): one line with what to do, from
+    /// [`describe_connect_error`].
+    #[error("{0}")]
+    Connect(String),
     /// Migrations could not be applied.
     #[error("migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
