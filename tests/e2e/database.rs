@@ -29,14 +29,20 @@ impl Outage {
         };
         let mut admin = PgConnection::connect_with(&outage.admin).await.unwrap();
         allow_connections(&mut admin, &outage.database, false).await;
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(&outage.database)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        // Twice: a session that was half-way through its start-up when
+        // connections were disallowed (the service reconnects its lock
+        // session every second) may not be listed yet the first time.
+        for _ in 0..2 {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&outage.database)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
         outage
     }
 
