@@ -27,7 +27,10 @@ async fn migrate_with_verify_full_and_the_right_ca() {
     // The first run applies the schema, the second finds nothing to do.
     for (host, said) in [
         ("127.0.0.1", "Applied 1 migration: "),
-        ("localhost", "Database schema is up to date; nothing to apply."),
+        (
+            "localhost",
+            "Database schema is up to date; nothing to apply.",
+        ),
     ] {
         let url = verify_full(&pg, host, &pg.ca_path());
         let mut app = App::spawn_args(&url, &["migrate"], &[]);
@@ -37,11 +40,7 @@ async fn migrate_with_verify_full_and_the_right_ca() {
             "{host}: {}",
             app.output()
         );
-        assert!(
-            app.output().contains(said),
-            "{host}: {}",
-            app.output()
-        );
+        assert!(app.output().contains(said), "{host}: {}", app.output());
     }
 }
 

@@ -221,7 +221,12 @@ async fn unparseable_database_url_is_hidden_whole() {
     let url = format!("postgres://app:{userinfo}@127.0.0.1:not-a-port/x");
     for args in [&["check-config"][..], &["migrate"][..], &["run"][..]] {
         let mut cli = App::spawn_args(&url, args, &[]);
-        assert_eq!(finished(&mut cli).await, Some(2), "{args:?}: {}", cli.output());
+        assert_eq!(
+            finished(&mut cli).await,
+            Some(2),
+            "{args:?}: {}",
+            cli.output()
+        );
         let out = cli.output();
         assert!(
             out.contains("invalid value for DATABASE_URL") && out.contains("not a valid URL"),

@@ -346,7 +346,13 @@ fn malformed_database_url_is_a_settings_error() {
         assert!(!text.contains(CANARY), "{url}: {text}");
         assert!(text.contains("not shown"), "{url}: {text}");
     }
-    assert!(load_from(None, env(&[("DATABASE_URL", "postgresql:///x?host=/run/pg")])).is_ok());
+    assert!(
+        load_from(
+            None,
+            env(&[("DATABASE_URL", "postgresql:///x?host=/run/pg")])
+        )
+        .is_ok()
+    );
 }
 
 /// Value errors say what was expected in plain words: no `at 0` offsets
@@ -354,12 +360,30 @@ fn malformed_database_url_is_a_settings_error() {
 #[test]
 fn value_errors_read_plainly() {
     for (var, value, expected) in [
-        ("MQTT_KEEP_ALIVE", "abc", "`abc` is not a duration; expected whole seconds (`5`)"),
-        ("MQTT_SHUTDOWN_TIMEOUT", "5 parsecs", "`parsecs` is not a unit of time"),
-        ("MQTT_LOG_FORMAT", "xml", "expected `text` or `json`, found `xml`"),
-        ("MQTT_CLEAN_SESSION", "maybe", "expected a boolean, found string \"maybe\""),
+        (
+            "MQTT_KEEP_ALIVE",
+            "abc",
+            "`abc` is not a duration; expected whole seconds (`5`)",
+        ),
+        (
+            "MQTT_SHUTDOWN_TIMEOUT",
+            "5 parsecs",
+            "`parsecs` is not a unit of time",
+        ),
+        (
+            "MQTT_LOG_FORMAT",
+            "xml",
+            "expected `text` or `json`, found `xml`",
+        ),
+        (
+            "MQTT_CLEAN_SESSION",
+            "maybe",
+            "expected a boolean, found string \"maybe\"",
+        ),
     ] {
-        let text = load_from(None, env(&[(var, value)])).unwrap_err().to_string();
+        let text = load_from(None, env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
         assert!(text.contains(expected), "{var}={value}: {text}");
         assert!(!text.contains(" at 0"), "{text}");
         assert!(!text.contains("``"), "{text}");

@@ -24,7 +24,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
             humantime::DurationError::NumberOverflow => format!("`{raw}` is too large"),
             _ => format!("`{raw}` is not a duration"),
         };
-        format!("{what}; expected whole seconds (`5`) or a number with a unit (`500ms`, `30s`, `2m`)")
+        format!(
+            "{what}; expected whole seconds (`5`) or a number with a unit (`500ms`, `30s`, `2m`)"
+        )
     })
 }
 

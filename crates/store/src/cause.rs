@@ -116,9 +116,10 @@ fn lower_first(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         // Keep acronyms (`TLS`, `DNS`) as they are.
-        Some(c) if !chars.next().is_some_and(char::is_uppercase) => {
-            c.to_lowercase().chain(text[c.len_utf8()..].chars()).collect()
-        }
+        Some(c) if !chars.next().is_some_and(char::is_uppercase) => c
+            .to_lowercase()
+            .chain(text[c.len_utf8()..].chars())
+            .collect(),
         _ => text.to_owned(),
     }
 }

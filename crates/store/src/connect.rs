@@ -152,10 +152,7 @@ pub async fn wait_for_database(
     let mut delay = Duration::from_secs(1);
     let mut attempt = 1u32;
     loop {
-        let Some(result) = token
-            .run_until_cancelled(open_pool(options))
-            .await
-        else {
+        let Some(result) = token.run_until_cancelled(open_pool(options)).await else {
             return Ok(None);
         };
         match result {

@@ -15,11 +15,11 @@ mod lock;
 mod migrations;
 mod state;
 
-pub use cause::describe;
 pub use admin::{
     ListedConnection, NewConnection, add_connection, list_connections, remove_connection,
     set_enabled,
 };
+pub use cause::describe;
 pub use connect::{connect_options, database_address, wait_for_database};
 pub use connections::{ConnectionRow, load_connections};
 pub use encryption::{Encryption, connection_encryption, is_local};

@@ -57,10 +57,9 @@ pub fn migration_summary(applied: &[AppliedMigration]) -> String {
 
 /// Versions recorded in sqlx's `_sqlx_migrations`, none before the first run.
 async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, StoreError> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(pool)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
     if !exists {
         return Ok(Vec::new());
     }

@@ -148,7 +148,10 @@ fn broker_for_display_shows_valid_hosts_only() {
         broker_for_display("broker.example", 8883).as_deref(),
         Some("broker.example:8883")
     );
-    assert_eq!(broker_for_display("::1", 1883).as_deref(), Some("[::1]:1883"));
+    assert_eq!(
+        broker_for_display("::1", 1883).as_deref(),
+        Some("[::1]:1883")
+    );
     assert_eq!(broker_for_display("", 1883), None);
     assert_eq!(broker_for_display("user:hunter2@broker", 1883), None);
 }
