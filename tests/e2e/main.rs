@@ -20,6 +20,7 @@ mod instance_lock;
 mod invalid_rows;
 mod lifecycle;
 mod memory_flood;
+mod messages;
 mod notify;
 mod oversize;
 mod pg_tls;

@@ -57,7 +57,8 @@ pub struct Detail {
     pub status: Status,
     pub detail: String,
     pub client_id: String,
-    pub broker: String,
+    /// `host:port`; null for an invalid row whose host is not valid.
+    pub broker: Option<String>,
     pub connected_since: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub cooldown_until: Option<DateTime<Utc>>,

@@ -149,7 +149,13 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "Exiting after an error.");
             eprintln!("mqtt-supervisor: {e:#}");
-            ExitCode::FAILURE
+            // settings::validate checks DATABASE_URL's shape; one that
+            // parses yet cannot be used (a bad sslmode) is a setting too.
+            if matches!(e.downcast_ref(), Some(store::StoreError::Url(_))) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -180,8 +186,8 @@ fn run_service(settings: settings::Settings, options: service::RunOptions) -> an
 fn migrate(settings: &settings::Settings) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let pool = admin::connect(settings).await?;
-        store::migrate(&pool).await?;
-        tracing::info!("Database schema is up to date.");
+        let applied = store::migrate(&pool).await?;
+        tracing::info!("{}", store::migration_summary(&applied));
         Ok(())
     })
 }

@@ -86,11 +86,11 @@ pub async fn run(
     // Set once, here; nothing else sets it.
     let _ = pool_cell.set(pool.clone());
     if options.migrate {
-        match token.run_until_cancelled(store::migrate(&pool)).await {
+        let applied = match token.run_until_cancelled(store::migrate(&pool)).await {
             None => return stop_early(&shutdown, &tasks).await,
-            Some(result) => result.context("applying migrations")?,
-        }
-        tracing::info!("Database schema is up to date.");
+            Some(result) => result?,
+        };
+        tracing::info!("{}", store::migration_summary(&applied));
     }
 
     let lock_key = settings::sanitize_client_id_part(&settings.instance_id);

@@ -287,12 +287,41 @@ fn map_figment_error(err: figment::Error, file: Option<&Path>) -> SettingsError 
     let reason = if key == "database_url" {
         "expected a text URL such as postgres://user@host/db".to_owned()
     } else {
-        err.kind.to_string()
+        reason_of(&err.kind)
     };
     SettingsError::Invalid {
         variable: variable_of(&key).to_owned(),
         source_name,
         reason,
+    }
+}
+
+/// figment's message for a bad value, in our words: it writes `expected
+/// ``text` or `json``` (its list of variants quoted twice) and `invalid
+/// type: found …, expected …`; say what was expected first, then what was
+/// found.
+fn reason_of(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::UnknownVariant(found, expected) => {
+            format!("expected {}, found `{found}`", one_of(expected))
+        }
+        Kind::InvalidType(found, expected) | Kind::InvalidValue(found, expected) => {
+            format!("expected {expected}, found {found}")
+        }
+        // Our own messages (durations, sizes) and everything else as it is.
+        other => other.to_string(),
+    }
+}
+
+/// `` `text` or `json` ``, `` one of `a`, `b`, `c` ``.
+fn one_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.as_slice() {
+        [] => "nothing".to_owned(),
+        [one] => one.clone(),
+        [a, b] => format!("{a} or {b}"),
+        many => format!("one of {}", many.join(", ")),
     }
 }
 

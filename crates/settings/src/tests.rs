@@ -328,3 +328,64 @@ fn file_syntax_errors_do_not_quote_the_file() {
         Ok(())
     });
 }
+
+/// A DATABASE_URL that is not a URL fails at load, naming the variable and
+/// never echoing the value.
+#[test]
+fn malformed_database_url_is_a_settings_error() {
+    const CANARY: &str = "canary-9b2e";
+    for url in [
+        format!("postgres://app:{CANARY}#x@db/x"),
+        format!("postgres://app:{CANARY}@db:99999/x"),
+        format!("postgres://[::1/{CANARY}"),
+        format!("mysql://{CANARY}@db/x"),
+    ] {
+        let err = load_from(None, env(&[("DATABASE_URL", &url)])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("DATABASE_URL"), "{url}: {text}");
+        assert!(!text.contains(CANARY), "{url}: {text}");
+        assert!(text.contains("not shown"), "{url}: {text}");
+    }
+    assert!(
+        load_from(
+            None,
+            env(&[("DATABASE_URL", "postgresql:///x?host=/run/pg")])
+        )
+        .is_ok()
+    );
+}
+
+/// Value errors say what was expected in plain words: no `at 0` offsets
+/// into a string the reader does not see, no doubled backticks.
+#[test]
+fn value_errors_read_plainly() {
+    for (var, value, expected) in [
+        (
+            "MQTT_KEEP_ALIVE",
+            "abc",
+            "`abc` is not a duration; expected whole seconds (`5`)",
+        ),
+        (
+            "MQTT_SHUTDOWN_TIMEOUT",
+            "5 parsecs",
+            "`parsecs` is not a unit of time",
+        ),
+        (
+            "MQTT_LOG_FORMAT",
+            "xml",
+            "expected `text` or `json`, found `xml`",
+        ),
+        (
+            "MQTT_CLEAN_SESSION",
+            "maybe",
+            "expected a boolean, found string \"maybe\"",
+        ),
+    ] {
+        let text = load_from(None, env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains(expected), "{var}={value}: {text}");
+        assert!(!text.contains(" at 0"), "{text}");
+        assert!(!text.contains("``"), "{text}");
+    }
+}

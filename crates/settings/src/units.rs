@@ -14,8 +14,19 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     if let Ok(secs) = raw.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
+    // humantime's own messages (`expected number at 0`) point into a string
+    // the reader does not see; say what was wrong with the value instead.
     humantime::parse_duration(raw).map_err(|e| {
-        format!("{e}; expected whole seconds (`5`) or a number with a unit (`500ms`, `30s`, `2m`)")
+        let what = match e {
+            humantime::DurationError::UnknownUnit { unit, .. } if !unit.is_empty() => {
+                format!("`{unit}` is not a unit of time")
+            }
+            humantime::DurationError::NumberOverflow => format!("`{raw}` is too large"),
+            _ => format!("`{raw}` is not a duration"),
+        };
+        format!(
+            "{what}; expected whole seconds (`5`) or a number with a unit (`500ms`, `30s`, `2m`)"
+        )
     })
 }
 

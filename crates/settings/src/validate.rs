@@ -8,13 +8,7 @@ pub const MQTT_MAX_PACKET: u64 = 268_435_460;
 
 /// Checks ranges; on failure returns the file key and the reason.
 pub fn validate(s: &Settings) -> Result<(), (&'static str, String)> {
-    let url = s.database_url.expose();
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err((
-            "database_url",
-            "expected a URL starting with postgres:// or postgresql://".to_owned(),
-        ));
-    }
+    validate_database_url(s.database_url.expose()).map_err(|e| ("database_url", e))?;
     if s.instance_id.is_empty() {
         return Err(("instance_id", "must not be empty".to_owned()));
     }
@@ -77,6 +71,28 @@ pub fn validate(s: &Settings) -> Result<(), (&'static str, String)> {
     }
     validate_status_topic(&s.status_topic).map_err(|e| ("status_topic", e))?;
     Ok(())
+}
+
+/// The shape of DATABASE_URL: a URL with the scheme postgres or
+/// postgresql. The reason never repeats the value, which may hold a
+/// password; the url crate's messages (`invalid port number`, `empty host`)
+/// do not quote it.
+fn validate_database_url(url: &str) -> Result<(), String> {
+    const HIDDEN: &str = "(the value is not shown: it may hold a password)";
+    const EXAMPLE: &str = "expected postgres://user:password@host:5432/database, \
+                           with @ : / ? # in the password percent-encoded (@ is %40)";
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "expected a URL starting with postgres:// or postgresql:// {HIDDEN}"
+        ));
+    }
+    match url::Url::parse(url) {
+        Err(e) => Err(format!("not a valid URL ({e}): {EXAMPLE} {HIDDEN}")),
+        Ok(parsed) if parsed.cannot_be_a_base() => {
+            Err(format!("not a valid URL: {EXAMPLE} {HIDDEN}"))
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 fn validate_status_topic(template: &str) -> Result<(), String> {

@@ -129,7 +129,10 @@ pub fn describe_connect_error(address: &str, e: &sqlx::Error) -> String {
     } else {
         ""
     };
-    format!("cannot connect to database {address}: {e}{hint}")
+    format!(
+        "cannot connect to database {address}: {}{hint}",
+        crate::describe(e)
+    )
 }
 
 /// The server's refusal (`message`, SQLSTATE `code`) in one line with what
@@ -167,6 +170,28 @@ fn pool_options() -> PgPoolOptions {
         .acquire_timeout(Duration::from_secs(3))
 }
 
+/// One connection straight to the server, then the pool. A pool that
+/// cannot connect only says "pool timed out while waiting for an open
+/// connection"; the direct attempt fails with the cause itself (connection
+/// refused, no such host, a bad password), for the log and for
+/// [`is_permanent`].
+async fn open_pool(options: &PgConnectOptions) -> Result<PgPool, sqlx::Error> {
+    const LIMIT: Duration = Duration::from_secs(3);
+    let direct = tokio::time::timeout(
+        LIMIT,
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(options),
+    )
+    .await
+    .map_err(|_| {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} s", LIMIT.as_secs()),
+        ))
+    })??;
+    let _ = sqlx::Connection::close(direct).await;
+    pool_options().connect_with(options.clone()).await
+}
+
 /// Connects, retrying with backoff (1 s doubling to 30 s) and a progress line
 /// per attempt, until the database answers (`Ok(Some(pool))`), refuses for
 /// good (bad password, no such database: [`StoreError::Connect`] with
@@ -179,10 +204,7 @@ pub async fn wait_for_database(
     let mut delay = Duration::from_secs(1);
     let mut attempt = 1u32;
     loop {
-        let Some(result) = token
-            .run_until_cancelled(pool_options().connect_with(options.clone()))
-            .await
-        else {
+        let Some(result) = token.run_until_cancelled(open_pool(options)).await else {
             return Ok(None);
         };
         match result {
@@ -197,7 +219,7 @@ pub async fn wait_for_database(
             }
             Err(e) => {
                 tracing::warn!(
-                    database = %address, attempt, error = %e,
+                    database = %address, attempt, error = %crate::describe(&e),
                     "Waiting for database {address} (attempt {attempt}, next in {} s).",
                     delay.as_secs()
                 );

@@ -6,48 +6,54 @@
 //! [`StoreError`], never SQL.
 
 mod admin;
+mod cause;
 mod connect;
 mod connections;
 mod encryption;
 mod listener;
 mod lock;
+mod migrations;
 mod state;
 
 pub use admin::{
     ListedConnection, NewConnection, add_connection, list_connections, remove_connection,
     set_enabled,
 };
+pub use cause::describe;
 pub use connect::{connect_options, database_address, describe_connect_error, wait_for_database};
 pub use connections::{ConnectionRow, load_connections};
 pub use encryption::{Encryption, connection_encryption, is_local};
 pub use listener::{CHANNEL, Change, ChangeListener};
 pub use lock::InstanceLock;
+pub use migrations::{AppliedMigration, MIGRATOR, migrate, migration_summary};
 pub use state::{EventRecord, StateRecord, mark_owned_stopped, write_batch};
 
 pub use sqlx::PgPool;
 
-/// The schema migrations in `migrations/` at the repository root.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
-
-/// Applies pending migrations.
-pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    MIGRATOR.run(pool).await.map_err(StoreError::Migrate)
-}
-
 /// A database operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A query or connection failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    /// A query or connection failed. Printed as its cause alone
+    /// ([`describe`]) and with no source: sqlx's errors carry their cause
+    /// in their message and as their source, and a chain would say it twice.
+    #[error("{}", describe(.0))]
+    Database(sqlx::Error),
     /// The database refused the connection for good (unknown role, wrong
     /// password, no such database): one line with what to do, from
     /// [`describe_connect_error`].
     #[error("{0}")]
     Connect(String),
     /// Migrations could not be applied.
-    #[error("migrations: {0}")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot apply migrations: {}", cause::describe_migrate(.0))]
+    Migrate(sqlx::migrate::MigrateError),
+    /// A migration met a table of the same name that this service did not
+    /// create (SQLSTATE 42P07): the database belongs to something else.
+    #[error(
+        "the database already has a table named `{0}` that this service did not create: \
+         point DATABASE_URL at a database of its own (postgres://.../another_db), \
+         or drop the table if it is a leftover"
+    )]
+    TableExists(String),
     /// The URL in DATABASE_URL cannot be used.
     #[error("DATABASE_URL: {0}")]
     Url(String),
@@ -62,6 +68,12 @@ pub enum StoreError {
     /// fails again.
     #[error("the database refused the values ({0})")]
     Rejected(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e)
+    }
 }
 
 impl StoreError {

@@ -14,8 +14,8 @@ pub struct ConnectionView {
     pub name: String,
     /// Client ID.
     pub client_id: String,
-    /// `host:port`.
-    pub broker: String,
+    /// `host:port`; `None` for an invalid row whose host is not valid.
+    pub broker: Option<String>,
     /// Live state (for an invalid row, a fixed `error`).
     pub state: watch::Receiver<ConnectionState>,
 }

@@ -68,6 +68,7 @@ pub fn validate_all(
                     id: spec.id,
                     name: spec.name.clone(),
                     client_id: spec.client_id.clone(),
+                    broker: Some(spec.broker()),
                     reason: Box::new(RowError::ClientIdTaken {
                         client_id: spec.client_id.clone(),
                         id: *id,
@@ -99,6 +100,7 @@ pub fn validate_candidate(
             id: row.id,
             name: row.name.clone(),
             client_id: spec.client_id.clone(),
+            broker: Some(spec.broker()),
             reason: Box::new(RowError::ClientIdTaken {
                 client_id: spec.client_id,
                 id: other.id,
@@ -144,6 +146,7 @@ mod tests {
             id: 1,
             name: "a".into(),
             client_id: "a_test".into(),
+            broker: None,
             reason: Box::new(RowError::PasswordWithoutUser),
         };
         let p = plan(&[Err(invalid)], &running, |_| true);

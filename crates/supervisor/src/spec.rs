@@ -77,6 +77,9 @@ pub struct InvalidRow {
     pub name: String,
     /// The client ID it would have had (for the state table).
     pub client_id: String,
+    /// `host:port` as the row says, when its host is a valid one (else
+    /// `None`: an invalid host may hold a pasted password).
+    pub broker: Option<String>,
     /// What is wrong.
     pub reason: Box<RowError>,
 }
@@ -96,6 +99,18 @@ pub fn host_for_display(host: &str) -> String {
     }
 }
 
+/// `host:port` of a row for health and lists, `[v6]:port` for an IPv6
+/// address; `None` when the host is not a valid one (it may hold a pasted
+/// password, and an empty one says nothing).
+pub fn broker_for_display(host: &str, port: i32) -> Option<String> {
+    checks::host(host).ok()?;
+    Some(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
 /// The contracted client ID: `{name}_{instance}`, outside `[A-Za-z0-9_-]` → `_`.
 pub fn client_id(name: &str, instance_id: &str) -> String {
     sanitize_client_id_part(&format!("{name}_{instance_id}"))
@@ -112,6 +127,7 @@ impl ConnectionSpec {
             id: row.id,
             name: row.name.clone(),
             client_id,
+            broker: broker_for_display(&row.broker_host, row.broker_port),
             reason: Box::new(reason),
         })
     }

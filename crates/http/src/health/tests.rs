@@ -21,7 +21,7 @@ fn view(id: i64, status: Status) -> ConnectionView {
         id,
         name: format!("site_{id}"),
         client_id: format!("site_{id}_test"),
-        broker: "127.0.0.1:1883".to_owned(),
+        broker: Some("127.0.0.1:1883".to_owned()),
         state: watch::channel(state).1,
     }
 }
@@ -139,6 +139,18 @@ async fn verbose_lists_every_connection(pool: PgPool) {
     assert_eq!(second["client_id"], "site_2_test");
     assert_eq!(second["broker"], "127.0.0.1:1883");
     assert!(second["cooldown_until"].is_string());
+}
+
+/// An invalid row whose host cannot be shown has no broker: `null`, not
+/// `""` (issue 7).
+#[tokio::test]
+async fn unknown_broker_is_null() {
+    let mut f = fleet(true, &[Status::Connected, Status::Error]);
+    f.connections[1].broker = None;
+    let (_, body) = get(app(f, None), "/api/v1/mqtt/health/?verbose=true").await;
+    let details = body["details"].as_array().unwrap();
+    assert_eq!(details[0]["broker"], "127.0.0.1:1883");
+    assert!(details[1]["broker"].is_null(), "{}", details[1]);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ impl Monitor {
                     id: *id,
                     name: spec.name.clone(),
                     client_id: spec.client_id.clone(),
-                    broker: spec.broker(),
+                    broker: Some(spec.broker()),
                     state: a.handle.state(),
                 }
             })
@@ -26,7 +26,7 @@ impl Monitor {
                 id: inv.row.id,
                 name: inv.row.name.clone(),
                 client_id: inv.row.client_id.clone(),
-                broker: String::new(),
+                broker: inv.row.broker.clone(),
                 state: inv.state.clone(),
             }))
             .collect();
@@ -43,7 +43,7 @@ impl Monitor {
                     id: *id,
                     name: spec.name.clone(),
                     client_id: spec.client_id.clone(),
-                    broker: spec.broker(),
+                    broker: Some(spec.broker()),
                     state: rx,
                 });
             }

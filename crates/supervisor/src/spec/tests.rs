@@ -140,3 +140,18 @@ fn specs_compare_by_effective_configuration() {
     r.username = Some("u".into());
     assert_ne!(a, ConnectionSpec::from_row(&r, &settings()).unwrap());
 }
+
+#[test]
+fn broker_for_display_shows_valid_hosts_only() {
+    use crate::spec::broker_for_display;
+    assert_eq!(
+        broker_for_display("broker.example", 8883).as_deref(),
+        Some("broker.example:8883")
+    );
+    assert_eq!(
+        broker_for_display("::1", 1883).as_deref(),
+        Some("[::1]:1883")
+    );
+    assert_eq!(broker_for_display("", 1883), None);
+    assert_eq!(broker_for_display("user:hunter2@broker", 1883), None);
+}
