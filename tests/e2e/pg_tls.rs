@@ -123,3 +123,48 @@ async fn private_cluster_accepts_only_tls() {
         pg.log()
     );
 }
+
+/// A wrong password (the local test server trusts everyone, the private
+/// cluster asks `PASSWORD_USER` for one): one line that says what to do,
+/// the cause once, and never the password given.
+#[tokio::test]
+async fn a_wrong_password_says_what_to_do_once() {
+    use mqtt_supervisor_tests::pg_tls::PASSWORD_USER;
+    let pg = TlsPostgres::start();
+    let admin = pg.url("127.0.0.1", "sslmode=require");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {PASSWORD_USER} LOGIN SUPERUSER PASSWORD 'the-right-one'"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let canary = "canary-wrong-pw-5c1";
+    let url = format!(
+        "postgres://{PASSWORD_USER}:{canary}@127.0.0.1:{}/postgres?sslmode=require",
+        pg.port()
+    );
+    for args in [&["migrate"][..], &["connections", "list"][..], &["run"][..]] {
+        let mut app = App::spawn_args(&url, args, &[]);
+        assert_eq!(
+            exit_code(&mut app).await,
+            Some(1),
+            "{args:?}: {}",
+            app.output()
+        );
+        let out = app.output();
+        let said = format!("password authentication failed for user \"{PASSWORD_USER}\"");
+        assert_eq!(out.matches(&said).count(), 1, "{args:?}: {out}");
+        assert!(
+            out.contains("check the user and password in DATABASE_URL"),
+            "{out}"
+        );
+        assert!(!out.contains(canary), "{args:?} leaks the password: {out}");
+    }
+    // And the right one connects.
+    let right = url.replace(canary, "the-right-one");
+    let mut app = App::spawn_args(&right, &["migrate"], &[]);
+    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+}

@@ -18,7 +18,7 @@ mod db;
 mod db_proxy;
 mod fake_broker;
 mod observer;
-mod pg_tls;
+pub mod pg_tls;
 mod supervisord;
 mod table_lock;
 

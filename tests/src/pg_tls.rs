@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A role that logs in with a password (scram) on the private cluster, once
+/// a test has created it; every other role is trusted.
+pub const PASSWORD_USER: &str = "mqtt_pw";
+
 /// A running private cluster: TLS only, trust authentication, user and
 /// database `postgres`.
 pub struct TlsPostgres {
@@ -69,10 +73,14 @@ impl TlsPostgres {
             .output()
             .unwrap();
         assert_ok("initdb", &out);
-        let hba = "# Written by the test kit: TLS or nothing on 127.0.0.1.\n\
-                   local     all all                trust\n\
-                   hostssl   all all 127.0.0.1/32   trust\n\
-                   hostnossl all all 127.0.0.1/32   reject\n";
+        // The role PASSWORD_USER (created by a test) must give a password.
+        let hba = format!(
+            "# Written by the test kit: TLS or nothing on 127.0.0.1.\n\
+             local     all all                trust\n\
+             hostssl   all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n\
+             hostssl   all all 127.0.0.1/32   trust\n\
+             hostnossl all all 127.0.0.1/32   reject\n"
+        );
         std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
     }
 
