@@ -12,7 +12,7 @@ use mqtt_supervisor_tests::{
     App, Broker, Row, binary_path, database_url, free_port, insert, repo_root,
 };
 use sqlx::PgPool;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -102,17 +102,7 @@ impl Drop for Demo {
 }
 
 fn pump(stream: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        let echo = std::env::var_os("TEST_LOG").is_some();
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if echo {
-                eprintln!("[demo] {line}");
-            }
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
+    mqtt_supervisor_tests::pump_output(stream, sink, "demo");
 }
 
 /// What the demo told the user to type in another terminal: the value of

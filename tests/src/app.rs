@@ -159,11 +159,21 @@ impl Drop for App {
 }
 
 fn pump(stream: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    pump_output(stream, sink, "app");
+}
+
+/// Copies a child's output, line by line, into `sink` on a thread of its
+/// own; with TEST_LOG set also to stderr, each line tagged `[tag]`.
+pub fn pump_output(
+    stream: impl Read + Send + 'static,
+    sink: Arc<Mutex<String>>,
+    tag: &'static str,
+) {
     std::thread::spawn(move || {
         let echo = std::env::var_os("TEST_LOG").is_some();
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if echo {
-                eprintln!("[app] {line}");
+                eprintln!("[{tag}] {line}");
             }
             let mut s = sink.lock().unwrap();
             s.push_str(&line);

@@ -22,7 +22,7 @@ pub mod pg_tls;
 mod supervisord;
 mod table_lock;
 
-pub use app::{App, binary_path, http_get};
+pub use app::{App, binary_path, http_get, pump_output};
 pub use broker::Broker;
 pub use db::{Row, database_url, insert, state, wait_status};
 pub use db_proxy::DbProxy;
