@@ -7,7 +7,6 @@ use mqtt_supervisor_tests::{App, database_url, free_port};
 use sqlx::PgPool;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::time::Duration;
 
 /// Latin-1 `café` and a stray byte: not UTF-8.
 fn not_utf8() -> &'static OsStr {
@@ -27,16 +26,10 @@ fn closed_database_url() -> String {
     format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port())
 }
 
-async fn exit_code(app: &mut App) -> Option<i32> {
-    let status = app.wait_exit(Duration::from_secs(10)).await;
-    assert!(status.is_some(), "did not exit:\n{}", app.output());
-    status.and_then(|s| s.code())
-}
-
 #[tokio::test]
 async fn check_config_ignores_foreign_non_utf8_variables() {
     let mut app = App::spawn_env_os(&closed_database_url(), &["check-config"], &foreign());
-    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(0), "{}", app.output());
     assert!(
         app.output().contains("MQTT_INSTANCE_ID"),
         "{}",
@@ -53,7 +46,7 @@ async fn health_ignores_foreign_non_utf8_variables() {
         &foreign(),
     );
     // Unreachable is 1 (critical), not 101 (a panic).
-    assert_eq!(exit_code(&mut app).await, Some(1), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(1), "{}", app.output());
     assert!(app.output().contains("critical"), "{}", app.output());
 }
 
@@ -63,7 +56,7 @@ async fn our_variable_not_utf8_exits_2_naming_it() {
         let env = [(OsStr::new("MQTT_INSTANCE_ID"), not_utf8())];
         let mut app = App::spawn_env_os(&closed_database_url(), &[command], &env);
         assert_eq!(
-            exit_code(&mut app).await,
+            app.exit_code().await,
             Some(2),
             "{command}: {}",
             app.output()
@@ -80,7 +73,7 @@ async fn rust_log_not_utf8_falls_back_to_the_default_filter(pool: PgPool) {
     let mut env = foreign();
     env.push((OsStr::new("RUST_LOG"), rust_log.as_os_str()));
     let mut app = App::spawn_env_os(&database_url(&pool), &["migrate"], &env);
-    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(0), "{}", app.output());
     let out = app.output();
     assert!(out.contains("RUST_LOG is not valid UTF-8"), "{out}");
     assert!(

@@ -7,12 +7,6 @@ use mqtt_supervisor_tests::{App, Row, database_url, free_port, insert, wait_stat
 use sqlx::PgPool;
 use std::time::Duration;
 
-async fn exit_code(app: &mut App) -> Option<i32> {
-    let status = app.wait_exit(Duration::from_secs(20)).await;
-    assert!(status.is_some(), "did not exit:\n{}", app.output());
-    status.and_then(|s| s.code())
-}
-
 /// A database URL on a loopback port nothing listens on.
 fn refused_url() -> String {
     format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port())
@@ -41,12 +35,7 @@ async fn refused_database_is_one_cause_in_the_cli() {
     let url = refused_url();
     for args in [&["migrate"][..], &["connections", "list"][..]] {
         let mut cli = App::spawn_args(&url, args, &[]);
-        assert_eq!(
-            exit_code(&mut cli).await,
-            Some(1),
-            "{args:?}: {}",
-            cli.output()
-        );
+        assert_eq!(cli.exit_code().await, Some(1), "{args:?}: {}", cli.output());
         let out = cli.output();
         let said: Vec<&str> = out
             .lines()
@@ -78,7 +67,7 @@ async fn run_waits_for_the_database_naming_the_real_cause() {
     .await;
     assert!(waited, "{}", app.output());
     app.sigterm();
-    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(0), "{}", app.output());
     let out = app.output();
     for line in lines_with(&out, "Waiting for database") {
         assert!(
@@ -100,12 +89,7 @@ async fn migrate_over_a_foreign_table_says_so_once(pool: PgPool) {
     let url = database_url(&pool);
     for args in [&["migrate"][..], &["run"][..]] {
         let mut app = App::spawn_args(&url, args, &[]);
-        assert_eq!(
-            exit_code(&mut app).await,
-            Some(1),
-            "{args:?}: {}",
-            app.output()
-        );
+        assert_eq!(app.exit_code().await, Some(1), "{args:?}: {}", app.output());
         let out = app.output();
         let said: Vec<&str> = out
             .lines()
@@ -136,7 +120,7 @@ async fn migrate_over_a_foreign_table_says_so_once(pool: PgPool) {
 async fn migrate_says_what_it_applied(pool: PgPool) {
     let url = database_url(&pool);
     let mut first = App::spawn_args(&url, &["migrate"], &[]);
-    assert_eq!(exit_code(&mut first).await, Some(0), "{}", first.output());
+    assert_eq!(first.exit_code().await, Some(0), "{}", first.output());
     assert!(
         first
             .output()
@@ -150,7 +134,7 @@ async fn migrate_says_what_it_applied(pool: PgPool) {
         first.output()
     );
     let mut again = App::spawn_args(&url, &["migrate"], &[]);
-    assert_eq!(exit_code(&mut again).await, Some(0), "{}", again.output());
+    assert_eq!(again.exit_code().await, Some(0), "{}", again.output());
     assert!(
         again
             .output()
@@ -172,12 +156,7 @@ async fn malformed_database_url_exits_2_naming_it() {
         &["connections", "list"][..],
     ] {
         let mut app = App::spawn_args(&url, args, &[]);
-        assert_eq!(
-            exit_code(&mut app).await,
-            Some(2),
-            "{args:?}: {}",
-            app.output()
-        );
+        assert_eq!(app.exit_code().await, Some(2), "{args:?}: {}", app.output());
         let out = app.output();
         assert!(
             out.contains("invalid value for DATABASE_URL (from environment): not a valid URL"),
@@ -204,7 +183,7 @@ async fn value_errors_say_what_was_expected() {
         ),
     ] {
         let mut app = App::spawn_args(&refused_url(), &["check-config"], &[(var, value)]);
-        assert_eq!(exit_code(&mut app).await, Some(2), "{}", app.output());
+        assert_eq!(app.exit_code().await, Some(2), "{}", app.output());
         let out = app.output();
         assert!(out.contains(expected), "{var}={value}: {out}");
         assert!(!out.contains("at 0") && !out.contains("``"), "{out}");
@@ -257,5 +236,5 @@ async fn verbose_health_shows_the_broker_of_invalid_rows(pool: PgPool) {
     assert!(host["broker"].is_null(), "{host}");
     assert!(!body.to_string().contains("user:pw"), "{body}");
     app.sigterm();
-    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(0), "{}", app.output());
 }

@@ -5,13 +5,6 @@
 //! verifying, and `disable` is refused by the server with a clear message.
 
 use mqtt_supervisor_tests::{App, TlsPostgres};
-use std::time::Duration;
-
-async fn exit_code(app: &mut App) -> Option<i32> {
-    let status = app.wait_exit(Duration::from_secs(30)).await;
-    assert!(status.is_some(), "did not exit:\n{}", app.output());
-    status.and_then(|s| s.code())
-}
 
 fn verify_full(pg: &TlsPostgres, host: &str, ca: &std::path::Path) -> String {
     pg.url(
@@ -34,12 +27,7 @@ async fn migrate_with_verify_full_and_the_right_ca() {
     ] {
         let url = verify_full(&pg, host, &pg.ca_path());
         let mut app = App::spawn_args(&url, &["migrate"], &[]);
-        assert_eq!(
-            exit_code(&mut app).await,
-            Some(0),
-            "{host}: {}",
-            app.output()
-        );
+        assert_eq!(app.exit_code().await, Some(0), "{host}: {}", app.output());
         assert!(app.output().contains(said), "{host}: {}", app.output());
     }
 }
@@ -50,7 +38,7 @@ async fn verify_full_with_another_ca_fails_with_a_certificate_error() {
     let url = verify_full(&pg, "127.0.0.1", &pg.other_ca_path());
     let mut app = App::spawn_args(&url, &["migrate"], &[]);
     // 1 is a runtime failure; 101 would be a panic.
-    assert_eq!(exit_code(&mut app).await, Some(1), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(1), "{}", app.output());
     let out = app.output();
     assert!(out.to_lowercase().contains("certificate"), "{out}");
     assert!(
@@ -64,14 +52,14 @@ async fn verify_full_with_another_ca_fails_with_a_certificate_error() {
 async fn require_encrypts_without_verifying() {
     let pg = TlsPostgres::start();
     let mut app = App::spawn_args(&pg.url("127.0.0.1", "sslmode=require"), &["migrate"], &[]);
-    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(0), "{}", app.output());
 }
 
 #[tokio::test]
 async fn disable_is_refused_by_a_tls_only_server() {
     let pg = TlsPostgres::start();
     let mut app = App::spawn_args(&pg.url("127.0.0.1", "sslmode=disable"), &["migrate"], &[]);
-    assert_eq!(exit_code(&mut app).await, Some(1), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(1), "{}", app.output());
     let out = app.output();
     assert!(
         out.contains("cannot connect to database 127.0.0.1:"),
@@ -93,7 +81,7 @@ async fn run_says_the_database_connection_is_encrypted() {
     );
     assert!(!out.contains("not encrypted"), "{out}");
     app.sigterm();
-    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(0), "{}", app.output());
 }
 
 /// The kit's cluster is what the tests above assume: TLS with our CA, and
@@ -148,12 +136,7 @@ async fn a_wrong_password_says_what_to_do_once() {
     );
     for args in [&["migrate"][..], &["connections", "list"][..], &["run"][..]] {
         let mut app = App::spawn_args(&url, args, &[]);
-        assert_eq!(
-            exit_code(&mut app).await,
-            Some(1),
-            "{args:?}: {}",
-            app.output()
-        );
+        assert_eq!(app.exit_code().await, Some(1), "{args:?}: {}", app.output());
         let out = app.output();
         let said = format!("password authentication failed for user \"{PASSWORD_USER}\"");
         assert_eq!(out.matches(&said).count(), 1, "{args:?}: {out}");
@@ -166,5 +149,5 @@ async fn a_wrong_password_says_what_to_do_once() {
     // And the right one connects.
     let right = url.replace(canary, "the-right-one");
     let mut app = App::spawn_args(&right, &["migrate"], &[]);
-    assert_eq!(exit_code(&mut app).await, Some(0), "{}", app.output());
+    assert_eq!(app.exit_code().await, Some(0), "{}", app.output());
 }

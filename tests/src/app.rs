@@ -128,6 +128,14 @@ impl App {
         crate::broker::signal(self.pid(), "KILL");
     }
 
+    /// Waits (up to 30 s) for a command that should end by itself and
+    /// returns its exit code; panics with its output if it does not end.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        let status = self.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.is_some(), "did not exit:\n{}", self.output());
+        status.and_then(|s| s.code())
+    }
+
     /// Waits for the process to exit, up to `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
