@@ -42,6 +42,10 @@ pub struct Settings {
     /// Pause after a takeover (duplicate client ID).
     #[serde(with = "units::duration")]
     pub reconnect_cooldown: Duration,
+    /// Cap of the cooldown, which doubles with every takeover in a row; also
+    /// the retry period once a client ID is judged in use by another client.
+    #[serde(with = "units::duration")]
+    pub reconnect_cooldown_max: Duration,
     /// Bound on TCP/TLS connect plus CONNACK.
     #[serde(with = "units::duration")]
     pub connect_timeout: Duration,
@@ -80,6 +84,7 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(5),
             monitor_interval: Duration::from_secs(30),
             reconnect_cooldown: Duration::from_secs(30),
+            reconnect_cooldown_max: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(5),
             takeover_window: Duration::from_secs(10),
             max_packet_size: ByteSize(1024 * 1024),

@@ -19,6 +19,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("shutdown_timeout", "MQTT_SHUTDOWN_TIMEOUT"),
     ("monitor_interval", "MQTT_MONITOR_INTERVAL"),
     ("reconnect_cooldown", "MQTT_RECONNECT_COOLDOWN"),
+    ("reconnect_cooldown_max", "MQTT_RECONNECT_COOLDOWN_MAX"),
     ("connect_timeout", "MQTT_CONNECT_TIMEOUT"),
     ("takeover_window", "MQTT_TAKEOVER_WINDOW"),
     ("max_packet_size", "MQTT_MAX_PACKET_SIZE"),
@@ -228,6 +229,10 @@ fn defaults() -> Dict {
     dict.insert("shutdown_timeout".into(), secs(d.shutdown_timeout));
     dict.insert("monitor_interval".into(), secs(d.monitor_interval));
     dict.insert("reconnect_cooldown".into(), secs(d.reconnect_cooldown));
+    dict.insert(
+        "reconnect_cooldown_max".into(),
+        secs(d.reconnect_cooldown_max),
+    );
     dict.insert("connect_timeout".into(), secs(d.connect_timeout));
     dict.insert("takeover_window".into(), secs(d.takeover_window));
     dict.insert("max_packet_size".into(), Value::from(d.max_packet_size.0));
@@ -353,6 +358,7 @@ fn display_value(s: &Settings, key: &str) -> String {
         "shutdown_timeout" => format_duration(s.shutdown_timeout),
         "monitor_interval" => format_duration(s.monitor_interval),
         "reconnect_cooldown" => format_duration(s.reconnect_cooldown),
+        "reconnect_cooldown_max" => format_duration(s.reconnect_cooldown_max),
         "connect_timeout" => format_duration(s.connect_timeout),
         "takeover_window" => format_duration(s.takeover_window),
         "max_packet_size" => s.max_packet_size.to_string(),

@@ -25,6 +25,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
     assert_eq!(s.monitor_interval, Duration::from_secs(30));
     assert_eq!(s.reconnect_cooldown, Duration::from_secs(30));
+    assert_eq!(s.reconnect_cooldown_max, Duration::from_secs(600));
     assert_eq!(s.connect_timeout, Duration::from_secs(5));
     assert_eq!(s.takeover_window, Duration::from_secs(10));
     assert_eq!(s.max_packet_size, ByteSize(1_048_576));
@@ -110,6 +111,8 @@ fn bad_values_name_the_variable() {
         ("MQTT_KEEP_ALIVE", "2"),
         ("MQTT_SHUTDOWN_TIMEOUT", "-1"),
         ("MQTT_MONITOR_INTERVAL", "0"),
+        ("MQTT_RECONNECT_COOLDOWN_MAX", "10s"),
+        ("MQTT_RECONNECT_COOLDOWN_MAX", "2d"),
         ("MQTT_HTTP_ADDR", "not-an-address"),
         ("MQTT_LOG_FORMAT", "xml"),
         ("MQTT_MAX_PACKET_SIZE", "1TB"),

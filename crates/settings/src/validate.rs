@@ -57,6 +57,14 @@ pub fn validate(s: &Settings) -> Result<(), (&'static str, String)> {
             return Err((key, "must be at most one day".to_owned()));
         }
     }
+    if s.reconnect_cooldown_max < s.reconnect_cooldown
+        || s.reconnect_cooldown_max > Duration::from_secs(86_400)
+    {
+        return Err((
+            "reconnect_cooldown_max",
+            "must be from MQTT_RECONNECT_COOLDOWN to one day".to_owned(),
+        ));
+    }
     if s.takeover_window > Duration::from_secs(3_600) {
         return Err((
             "takeover_window",
