@@ -8,8 +8,12 @@
 //! MQTT 5 DISCONNECT 0x8E) → `cooldown`, during which the event loop is not
 //! polled at all, since polling would reconnect and kick the other client.
 //!
-//! Stopping: cancelling the actor's token (shutdown, row disabled or changed)
-//! or [`ConnectionCommand::Stop`]. A graceful stop while connected publishes
+//! Received QoS 1 and 2 messages are acknowledged by the actor (rumqttc's
+//! manual acks), in the order received; nothing stores them yet, so each is
+//! acknowledged as soon as it is read.
+//!
+//! Stopping: cancelling the actor's token (shutdown, row disabled or
+//! changed). A stop while connected publishes
 //! retained `offline` (a clean DISCONNECT suppresses the Will, so this is
 //! what tells subscribers), queues DISCONNECT and polls until it is written,
 //! bounded by the connect timeout. The last state is always `stopped`.
@@ -18,6 +22,7 @@
 //! actor; the [`Recorder`] writes changes to the database.
 
 pub mod policy;
+pub mod report;
 mod run;
 
 use crate::recorder::Recorder;
@@ -25,27 +30,15 @@ use crate::spec::ConnectionSpec;
 use crate::state::{ConnectionState, Status};
 use crate::tasks::{TaskKind, Tasks};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// Requests to a connection actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionCommand {
-    /// Stop. `graceful`: publish `offline` and DISCONNECT; otherwise drop the
-    /// socket as a crash would, so the broker publishes the Will.
-    Stop {
-        /// Say goodbye first.
-        graceful: bool,
-    },
-}
 
 /// Handle to a running connection actor; cheap to clone.
 #[derive(Clone)]
 pub struct ConnectionHandle {
     spec: Arc<ConnectionSpec>,
-    commands: mpsc::Sender<ConnectionCommand>,
     state: watch::Receiver<ConnectionState>,
     token: CancellationToken,
 }
@@ -65,7 +58,6 @@ impl ConnectionHandle {
         predecessors: Vec<ConnectionHandle>,
     ) -> (ConnectionHandle, AbortHandle) {
         let spec = Arc::new(spec);
-        let (commands_tx, commands_rx) = mpsc::channel(4);
         let (state_tx, state_rx) = watch::channel(ConnectionState::starting());
         let token = parent.child_token();
         let span = tracing::info_span!(
@@ -77,7 +69,6 @@ impl ConnectionHandle {
             spec.clone(),
             recorder,
             state_tx,
-            commands_rx,
             token.clone(),
             predecessors,
             tracked.guard(TaskKind::Connection),
@@ -85,7 +76,6 @@ impl ConnectionHandle {
         let abort = tasks.spawn(tracked.track_future(manager.run().instrument(span)));
         let handle = ConnectionHandle {
             spec,
-            commands: commands_tx,
             state: state_rx,
             token,
         };
@@ -105,11 +95,6 @@ impl ConnectionHandle {
     /// Asks for a graceful stop; returns at once.
     pub fn stop(&self) {
         self.token.cancel();
-    }
-
-    /// Sends a command; false when the actor is gone or busy.
-    pub fn send(&self, command: ConnectionCommand) -> bool {
-        self.commands.try_send(command).is_ok()
     }
 
     /// True once the actor reported `stopped`.

@@ -20,7 +20,7 @@ mod tls;
 pub mod topic;
 pub mod untrusted;
 
-pub use connection::{ConnectionCommand, ConnectionHandle};
+pub use connection::ConnectionHandle;
 pub use fleet::{ConnectionView, Fleet, FleetWatch};
 pub use monitor::{Monitor, MonitorOptions, ShutdownReport};
 pub use plan::{validate_all, validate_candidate};

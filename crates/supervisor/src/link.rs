@@ -5,11 +5,15 @@
 //! module and are never formatted.
 
 mod errors;
+mod events;
 
 use crate::spec::{ConnectionSpec, Protocol};
 use crate::tls;
 use crate::untrusted::clean;
+use bytes::Bytes;
 use errors::{map_v4_error, map_v5_error};
+pub use events::{Ack, LinkEvent};
+use events::{map_v4_event, map_v5_event};
 use rumqttc::v5;
 use std::time::Duration;
 
@@ -20,21 +24,6 @@ const REQUEST_CAPACITY: usize = 16;
 /// pre-allocates 65,536 slots (about 14 MB per client).
 const INFLIGHT: u16 = 32;
 
-/// Something the event loop reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkEvent {
-    /// CONNACK with success.
-    ConnAck,
-    /// A PUBLISH arrived.
-    Message { topic: String, len: usize },
-    /// SUBACK; `refused` filters were rejected.
-    SubAck { refused: usize },
-    /// Our DISCONNECT was written.
-    DisconnectSent,
-    /// Anything else (acks, pings, outgoing packets).
-    Other,
-}
-
 /// Why the connection is gone (or never came up).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkError {
@@ -44,8 +33,11 @@ pub enum LinkError {
     Tls(String),
     /// MQTT 5 DISCONNECT 0x8E: another client took our client ID.
     TakenOver,
-    /// The broker closed the socket (or sent a DISCONNECT) without saying why.
+    /// The broker closed the socket without saying why.
     ClosedByBroker(String),
+    /// The broker sent an MQTT 5 DISCONNECT with a reason (other than
+    /// 0x8E): it said why, so the close is taken at its word.
+    DisconnectedByBroker(String),
     /// No PINGRESP within the keep-alive: broker or network frozen.
     KeepAliveTimeout,
     /// No CONNACK within the connect timeout.
@@ -69,7 +61,9 @@ impl std::fmt::Display for LinkError {
             LinkError::Refused(why) => write!(f, "broker refused the connection: {why}"),
             LinkError::Tls(why) => write!(f, "TLS: {why}"),
             LinkError::TakenOver => f.write_str("session taken over by another client (0x8E)"),
-            LinkError::ClosedByBroker(why) => write!(f, "broker closed the connection ({why})"),
+            LinkError::ClosedByBroker(why) | LinkError::DisconnectedByBroker(why) => {
+                write!(f, "broker closed the connection ({why})")
+            }
             LinkError::KeepAliveTimeout => f.write_str("no answer to keep-alive ping"),
             LinkError::ConnectTimeout => f.write_str("no CONNACK within the connect timeout"),
             LinkError::TooLarge { size, limit } => write!(
@@ -115,7 +109,10 @@ impl Link {
                         spec.max_packet_size as usize,
                     )
                     .set_inflight(INFLIGHT)
-                    .set_request_channel_capacity(REQUEST_CAPACITY);
+                    .set_request_channel_capacity(REQUEST_CAPACITY)
+                    // A message is acknowledged when the actor says so
+                    // (after storing it), not when it is read.
+                    .set_manual_acks(true);
                 if let Some(u) = user {
                     o.set_credentials(u, pass.unwrap_or_default());
                 }
@@ -144,7 +141,8 @@ impl Link {
                     .set_clean_start(spec.clean_session)
                     .set_connection_timeout(timeout_secs(spec.connect_timeout))
                     .set_outgoing_inflight_upper_limit(INFLIGHT)
-                    .set_request_channel_capacity(REQUEST_CAPACITY);
+                    .set_request_channel_capacity(REQUEST_CAPACITY)
+                    .set_manual_acks(true);
                 // Asks the broker not to send anything larger (MQTT 5 honours
                 // it), and is rumqttc's incoming limit too.
                 o.set_max_packet_size(Some(spec.max_packet_size));
@@ -186,16 +184,60 @@ impl Link {
         }
     }
 
+    /// Events rumqttc read before the error that ended the connection (a
+    /// PUBACK and the close in one read): it returns the error first and
+    /// would hand these out after the next CONNACK, as if they belonged to
+    /// the new connection. Call after every error; they are removed.
+    pub fn leftovers(&mut self) -> Vec<LinkEvent> {
+        match self {
+            Link::V4(_, events) => events.state.events.drain(..).map(map_v4_event).collect(),
+            Link::V5(_, events) => events.state.events.drain(..).map(map_v5_event).collect(),
+        }
+    }
+
     /// Queues a retained status message (QoS 1). Never waits: a full request
     /// queue is reported, not awaited.
     pub fn publish_status(&self, topic: &str, payload: &'static str) -> Result<(), RequestError> {
+        self.publish(topic, Bytes::from_static(payload.as_bytes()), 1, true)
+    }
+
+    /// Queues a PUBLISH; QoS above 2 is taken as 2. Never waits: a full
+    /// request queue is reported, not awaited. Its packet id comes with
+    /// [`LinkEvent::PublishSent`], its acknowledgement with
+    /// [`LinkEvent::PubAck`] (QoS 1) or [`LinkEvent::PubComp`] (QoS 2).
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+    ) -> Result<(), RequestError> {
         match self {
             Link::V4(c, _) => c
-                .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, payload)
+                .try_publish(topic, v4_qos(qos), retain, payload)
                 .map_err(RequestError::from),
             Link::V5(c, _) => c
-                .try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, true, payload)
+                .try_publish(topic, v5_qos(qos), retain, payload)
                 .map_err(RequestError::from),
+        }
+    }
+
+    /// Queues the acknowledgement of a received QoS 1 or 2 message
+    /// (PUBACK or PUBREC). MQTT wants them in the order received. Never
+    /// waits: a full request queue is an error, and the caller tries again
+    /// after the next poll.
+    pub fn ack(&self, ack: Ack) -> Result<(), RequestError> {
+        match self {
+            Link::V4(c, _) => {
+                let mut p = rumqttc::Publish::new("", v4_qos(ack.qos), Vec::new());
+                p.pkid = ack.pkid;
+                c.try_ack(&p).map_err(RequestError::from)
+            }
+            Link::V5(c, _) => {
+                let mut p = v5::mqttbytes::v5::Publish::new("", v5_qos(ack.qos), Vec::new(), None);
+                p.pkid = ack.pkid;
+                c.try_ack(&p).map_err(RequestError::from)
+            }
         }
     }
 
@@ -247,44 +289,20 @@ impl From<v5::ClientError> for RequestError {
     }
 }
 
-fn map_v4_event(e: rumqttc::Event) -> LinkEvent {
-    use rumqttc::{Event, Incoming, Outgoing, SubscribeReasonCode};
-    match e {
-        Event::Incoming(Incoming::ConnAck(_)) => LinkEvent::ConnAck,
-        Event::Incoming(Incoming::Publish(p)) => LinkEvent::Message {
-            topic: p.topic,
-            len: p.payload.len(),
-        },
-        Event::Incoming(Incoming::SubAck(s)) => LinkEvent::SubAck {
-            refused: s
-                .return_codes
-                .iter()
-                .filter(|c| matches!(c, SubscribeReasonCode::Failure))
-                .count(),
-        },
-        Event::Outgoing(Outgoing::Disconnect) => LinkEvent::DisconnectSent,
-        _ => LinkEvent::Other,
+/// rumqttc's 3.1.1 QoS; above 2 counts as 2.
+fn v4_qos(qos: u8) -> rumqttc::QoS {
+    match qos {
+        0 => rumqttc::QoS::AtMostOnce,
+        1 => rumqttc::QoS::AtLeastOnce,
+        _ => rumqttc::QoS::ExactlyOnce,
     }
 }
 
-fn map_v5_event(e: v5::Event) -> LinkEvent {
-    use rumqttc::Outgoing;
-    use v5::Event;
-    use v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
-    match e {
-        Event::Incoming(Packet::ConnAck(_)) => LinkEvent::ConnAck,
-        Event::Incoming(Packet::Publish(p)) => LinkEvent::Message {
-            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-            len: p.payload.len(),
-        },
-        Event::Incoming(Packet::SubAck(s)) => LinkEvent::SubAck {
-            refused: s
-                .return_codes
-                .iter()
-                .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
-                .count(),
-        },
-        Event::Outgoing(Outgoing::Disconnect) => LinkEvent::DisconnectSent,
-        _ => LinkEvent::Other,
+/// rumqttc's MQTT 5 QoS (its own type); above 2 counts as 2.
+fn v5_qos(qos: u8) -> v5::mqttbytes::QoS {
+    match qos {
+        0 => v5::mqttbytes::QoS::AtMostOnce,
+        1 => v5::mqttbytes::QoS::AtLeastOnce,
+        _ => v5::mqttbytes::QoS::ExactlyOnce,
     }
 }

@@ -64,6 +64,8 @@ pub struct ConnectionSpec {
     pub takeover_window: Duration,
     /// Pause after a takeover.
     pub reconnect_cooldown: Duration,
+    /// Cap of the escalating cooldown; the retry period of a client ID in use.
+    pub reconnect_cooldown_max: Duration,
     /// Largest packet accepted or sent.
     pub max_packet_size: u32,
 }
@@ -235,6 +237,7 @@ impl ConnectionSpec {
             connect_timeout: s.connect_timeout,
             takeover_window: s.takeover_window,
             reconnect_cooldown: s.reconnect_cooldown,
+            reconnect_cooldown_max: s.reconnect_cooldown_max,
             // Validated in settings to fit MQTT's limit, which fits u32.
             max_packet_size: u32::try_from(s.max_packet_size.0).unwrap_or(u32::MAX),
         };
@@ -291,6 +294,7 @@ impl ConnectionSpec {
             self.connect_timeout != old.connect_timeout
                 || self.takeover_window != old.takeover_window
                 || self.reconnect_cooldown != old.reconnect_cooldown
+                || self.reconnect_cooldown_max != old.reconnect_cooldown_max
                 || self.max_packet_size != old.max_packet_size,
             "settings",
         );

@@ -1,23 +1,26 @@
 //! The actor's task: the connect / serve / back off loop.
 
-use super::ConnectionCommand;
-use super::policy::{Decision, Policy};
-use crate::link::{Link, LinkError, LinkEvent};
+mod traffic;
+
+use super::policy::{Judgement, Policy, Unanswered};
+use super::report::{Context, Level, Report, report};
+use crate::link::{Ack, Link, LinkError, LinkEvent};
 use crate::recorder::Recorder;
 use crate::spec::ConnectionSpec;
 use crate::state::{ConnectionState, Status};
 use crate::tasks::TaskGuard;
 use chrono::Utc;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Why the serve loop ended.
 enum Ending {
-    Stop { graceful: bool },
+    Stop,
     Lost(LinkError),
 }
 
@@ -25,39 +28,48 @@ pub(super) struct ConnectionManager {
     spec: Arc<ConnectionSpec>,
     recorder: Recorder,
     state: watch::Sender<ConnectionState>,
-    commands: mpsc::Receiver<ConnectionCommand>,
     token: CancellationToken,
     /// Actors of the same row still closing; this one connects after them.
     predecessors: Vec<super::ConnectionHandle>,
     policy: Policy,
     /// Counts this actor among the service's tasks until it is dropped.
     _task: TaskGuard,
-    takeovers_in_a_row: u32,
     failures_in_a_row: u32,
+    /// Our requests of the current connection the broker has not answered.
+    unanswered: Unanswered,
+    /// Received QoS 1/2 messages of the current connection to acknowledge,
+    /// in the order received.
+    acks: VecDeque<Ack>,
 }
+
+/// The actor was stopped while waiting.
+struct Stopped;
 
 impl ConnectionManager {
     pub(super) fn new(
         spec: Arc<ConnectionSpec>,
         recorder: Recorder,
         state: watch::Sender<ConnectionState>,
-        commands: mpsc::Receiver<ConnectionCommand>,
         token: CancellationToken,
         predecessors: Vec<super::ConnectionHandle>,
         task: TaskGuard,
     ) -> Self {
-        let policy = Policy::new(spec.takeover_window, spec.reconnect_cooldown);
+        let policy = Policy::new(
+            spec.takeover_window,
+            spec.reconnect_cooldown,
+            spec.reconnect_cooldown_max,
+        );
         ConnectionManager {
             spec,
             recorder,
             state,
-            commands,
             token,
             predecessors,
             policy,
             _task: task,
-            takeovers_in_a_row: 0,
             failures_in_a_row: 0,
+            unanswered: Unanswered::default(),
+            acks: VecDeque::new(),
         }
     }
 
@@ -105,17 +117,25 @@ impl ConnectionManager {
                     Ok(Ok(Ok(LinkEvent::ConnAck))) => break None,
                     // Still the same attempt (an outgoing packet, say).
                     Ok(Ok(Ok(_))) => continue,
-                    Ok(Ok(Err(e))) => break Some(e),
+                    Ok(Ok(Err(e))) => {
+                        // Nothing of a failed attempt matters later.
+                        drop(link.leftovers());
+                        break Some(e);
+                    }
                     Ok(Err(_elapsed)) => break Some(LinkError::ConnectTimeout),
                 }
             };
             if let Some(error) = outcome {
-                let decision = self.policy.failed(&error, Instant::now());
-                if !self.after_failure(error, decision).await {
+                let judgement = self.policy.failed(&error, Instant::now());
+                if !self.after_failure(&error, judgement, None).await {
                     return self.finish();
                 }
                 continue;
             }
+            self.policy.connected();
+            self.unanswered = Unanswered::default();
+            // Acks of an earlier connection mean nothing on this one.
+            self.acks.clear();
 
             let connected_at = Instant::now();
             if connected_before {
@@ -123,7 +143,7 @@ impl ConnectionManager {
             }
             connected_before = true;
             self.announce(&link);
-            if self.failures_in_a_row > 0 || self.takeovers_in_a_row > 0 {
+            if self.failures_in_a_row > 0 {
                 tracing::info!(broker = %self.spec.broker(), "Connected again.");
             } else {
                 tracing::info!(broker = %self.spec.broker(), "Connected.");
@@ -135,22 +155,16 @@ impl ConnectionManager {
             });
 
             match self.serve(&mut link).await {
-                Ending::Stop { graceful } => {
-                    if graceful {
-                        self.goodbye(&mut link).await;
-                    }
+                Ending::Stop => {
+                    self.goodbye(&mut link).await;
                     return self.finish();
                 }
                 Ending::Lost(error) => {
                     let up_for = connected_at.elapsed();
-                    let decision = self.policy.lost(&error, up_for, Instant::now());
-                    let go_on = if let Decision::Cooldown(delay) = decision {
-                        self.cool_down(up_for, &error, delay).await
-                    } else {
-                        self.takeovers_in_a_row = 0;
-                        self.after_failure(error, decision).await
-                    };
-                    if !go_on {
+                    let judgement =
+                        self.policy
+                            .lost(&error, up_for, self.unanswered, Instant::now());
+                    if !self.after_failure(&error, judgement, Some(up_for)).await {
                         return self.finish();
                     }
                 }
@@ -158,161 +172,50 @@ impl ConnectionManager {
         }
     }
 
-    /// After CONNACK: retained `online`, then the subscriptions (lost with a
-    /// clean session, so sent after every CONNACK).
-    fn announce(&self, link: &Link) {
-        if let Some(topic) = &self.spec.status_topic
-            && let Err(e) = link.publish_status(topic, "online")
-        {
-            tracing::warn!(error = %e, "Could not queue the `online` status.");
-        }
-        if let Err(e) = link.subscribe(&self.spec.subscriptions) {
-            tracing::warn!(error = %e, "Could not queue the subscriptions.");
-        }
-    }
-
-    /// Polls while connected, until the connection ends or a stop arrives.
-    async fn serve(&mut self, link: &mut Link) -> Ending {
-        loop {
-            let event = tokio::select! {
-                () = self.token.cancelled() => return Ending::Stop { graceful: true },
-                // With every handle dropped the channel is closed; the token
-                // still stops the actor.
-                Some(command) = self.commands.recv(), if !self.commands.is_closed() => match command {
-                    ConnectionCommand::Stop { graceful } => return Ending::Stop { graceful },
-                },
-                event = link.poll() => event,
-            };
-            match event {
-                Ok(LinkEvent::Message { topic, len }) => {
-                    tracing::trace!(topic = %crate::untrusted::clean(&topic), bytes = len, "Message received.");
-                }
-                Ok(LinkEvent::SubAck { refused }) if refused > 0 => {
-                    tracing::warn!(
-                        refused, filters = ?self.spec.subscriptions,
-                        "Broker refused {refused} subscription(s); check the broker's ACL."
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => return Ending::Lost(e),
-            }
-        }
-    }
-
-    /// Retained `offline`, then DISCONNECT; polls until it is written.
-    async fn goodbye(&mut self, link: &mut Link) {
-        if let Some(topic) = &self.spec.status_topic
-            && let Err(e) = link.publish_status(topic, "offline")
-        {
-            tracing::warn!(error = %e, "Could not queue the `offline` status.");
-        }
-        if let Err(e) = link.disconnect() {
-            tracing::warn!(error = %e, "Could not queue DISCONNECT; dropping the connection.");
-            return;
-        }
-        // Poll until DISCONNECT is written, then until the broker closes the
-        // socket: closing with the broker's PUBACK still unread would send a
-        // TCP RST, and a RST can discard our DISCONNECT in the broker's
-        // receive buffer, which then publishes the Will. Polling stops at the
-        // first error: one more poll would reconnect.
-        let drain = async {
-            let mut sent = false;
-            loop {
-                match link.poll().await {
-                    Ok(LinkEvent::DisconnectSent) => sent = true,
-                    Ok(_) => {}
-                    Err(_) => return sent,
-                }
-            }
-        };
-        match tokio::time::timeout(self.spec.connect_timeout, drain).await {
-            Ok(true) => tracing::debug!("Disconnected cleanly."),
-            Ok(false) => tracing::debug!("Connection ended before DISCONNECT was written."),
-            Err(_) => tracing::warn!(
-                "Broker did not close the connection after DISCONNECT within the connect timeout."
-            ),
-        }
-    }
-
-    /// Handles a failed attempt or a lost connection; false when stopped meanwhile.
-    async fn after_failure(&mut self, error: LinkError, decision: Decision) -> bool {
+    /// Handles a failed attempt (`up_for` None) or a lost connection: says
+    /// what it most likely means, sets the state, and waits as judged.
+    /// False when stopped meanwhile.
+    async fn after_failure(
+        &mut self,
+        error: &LinkError,
+        judgement: Judgement,
+        up_for: Option<Duration>,
+    ) -> bool {
         self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
-        let reason = error.to_string();
-        let lasting = matches!(decision, Decision::Lasting(_));
-        let delay = decision.delay();
-        let status = if lasting {
-            Status::Error
-        } else {
-            Status::Disconnected
-        };
-        let detail = format!("{reason}; retrying in {:.1} s", delay.as_secs_f64());
-        let first =
-            self.failures_in_a_row == 1 || (lasting && self.state.borrow().status != Status::Error);
-        let every = delay.as_secs();
-        match (lasting, first) {
-            (true, true) if matches!(error, LinkError::Tls(_)) => tracing::error!(
-                broker = %self.spec.broker(), error = %reason,
-                "TLS handshake with the broker failed; retrying in about {every} s."
-            ),
-            (true, true) if matches!(error, LinkError::TooLarge { .. }) => tracing::error!(
-                broker = %self.spec.broker(), error = %reason,
-                "The broker keeps sending a packet larger than MQTT_MAX_PACKET_SIZE; raise the limit or remove the message (a retained one comes again on every connect). Retrying in about {every} s."
-            ),
-            (true, true) => tracing::error!(
-                broker = %self.spec.broker(), error = %reason,
-                "Broker refused the connection; retrying in about {every} s."
-            ),
-            (false, true) => tracing::warn!(
-                broker = %self.spec.broker(), error = %reason,
-                "Connection failed; retrying in {:.1} s.", delay.as_secs_f64()
-            ),
-            (_, false) => tracing::info!(
-                broker = %self.spec.broker(), error = %reason, attempt = self.failures_in_a_row,
-                "Still failing; retrying in {:.1} s.", delay.as_secs_f64()
-            ),
+        let Report {
+            status,
+            reason,
+            detail,
+            level,
+            message,
+            error_field,
+        } = report(
+            error,
+            &judgement,
+            &Context {
+                spec: &self.spec,
+                unanswered: self.unanswered,
+                up_for,
+                failures_in_a_row: self.failures_in_a_row,
+                was_error: self.state.borrow().status == Status::Error,
+            },
+        );
+        let broker = self.spec.broker();
+        let attempt = self.failures_in_a_row;
+        let error = error_field.then(|| tracing::field::display(reason.as_str()));
+        match level {
+            Level::Error => tracing::error!(%broker, error, "{message}"),
+            Level::Warn => tracing::warn!(%broker, error, "{message}"),
+            Level::Info => tracing::info!(%broker, error, attempt, "{message}"),
         }
+        let delay = judgement.decision.delay();
+        let until = (status == Status::Cooldown).then(|| Utc::now() + delay);
         self.set(status, &detail, |s| {
             s.last_error = Some(reason.clone());
             s.connected_since = None;
+            s.cooldown_until = until;
         });
         self.until_stopped(tokio::time::sleep(delay)).await.is_ok()
-    }
-
-    /// Another client holds our client ID: stay away for the cooldown, without
-    /// polling. False when stopped meanwhile.
-    async fn cool_down(&mut self, up_for: Duration, error: &LinkError, cooldown: Duration) -> bool {
-        self.takeovers_in_a_row = self.takeovers_in_a_row.saturating_add(1);
-        let detail = if *error == LinkError::TakenOver {
-            format!(
-                "broker reports the session was taken over (0x8E): another client uses client ID {}; cooling down {} s",
-                self.spec.client_id,
-                cooldown.as_secs()
-            )
-        } else {
-            format!(
-                "broker closed the connection {:.1} s after connect — likely a duplicate client ID; cooling down {} s",
-                up_for.as_secs_f64(),
-                cooldown.as_secs()
-            )
-        };
-        if self.takeovers_in_a_row == 1 {
-            tracing::warn!(broker = %self.spec.broker(), "{}.", capitalise(&detail));
-        } else {
-            tracing::debug!(
-                takeovers = self.takeovers_in_a_row,
-                "Taken over again; cooling down {} s.",
-                cooldown.as_secs()
-            );
-        }
-        let until = Utc::now() + cooldown;
-        self.set(Status::Cooldown, &detail, |s| {
-            s.connected_since = None;
-            s.cooldown_until = Some(until);
-            s.last_error = Some(detail.clone());
-        });
-        self.until_stopped(tokio::time::sleep(cooldown))
-            .await
-            .is_ok()
     }
 
     /// Before the first connect: a previous actor of this row (a restart)
@@ -341,14 +244,10 @@ impl ConnectionManager {
         }
     }
 
-    /// Runs `fut` unless a stop arrives first (`Err(graceful)`).
-    async fn until_stopped<F: Future>(&mut self, fut: F) -> Result<F::Output, bool> {
+    /// Runs `fut` unless the actor is stopped first.
+    async fn until_stopped<F: Future>(&self, fut: F) -> Result<F::Output, Stopped> {
         tokio::select! {
-            () = self.token.cancelled() => Err(true),
-            command = self.commands.recv(), if !self.commands.is_closed() => match command {
-                Some(ConnectionCommand::Stop { graceful }) => Err(graceful),
-                None => Err(true),
-            },
+            () = self.token.cancelled() => Err(Stopped),
             out = fut => Ok(out),
         }
     }
@@ -380,13 +279,5 @@ impl ConnectionManager {
             s.cooldown_until = None;
         });
         tracing::debug!("Connection actor stopped.");
-    }
-}
-
-fn capitalise(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }

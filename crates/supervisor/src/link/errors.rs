@@ -31,10 +31,22 @@ fn map_tls(e: rumqttc::TlsError) -> LinkError {
             if rustls_error {
                 LinkError::Tls(clean(&io.to_string()))
             } else {
-                map_io(&io)
+                handshake_io(&io)
             }
         }
         other => LinkError::Tls(clean(&other.to_string())),
+    }
+}
+
+/// An I/O error during the TLS handshake. The peer hanging up there is not
+/// a close before CONNACK (our CONNECT was never sent, so it says nothing
+/// about credentials or the protocol version): an ordinary network failure.
+fn handshake_io(io: &io::Error) -> LinkError {
+    match map_io(io) {
+        LinkError::ClosedByBroker(why) => LinkError::Network(format!(
+            "the broker closed the connection during the TLS handshake ({why})"
+        )),
+        other => other,
     }
 }
 
@@ -94,7 +106,7 @@ pub(super) fn map_v5_error(e: v5::ConnectionError) -> LinkError {
         E::MqttState(S::ServerDisconnect {
             reason_code,
             reason_string,
-        }) => LinkError::ClosedByBroker(format!(
+        }) => LinkError::DisconnectedByBroker(format!(
             "DISCONNECT {reason_code:?}{}",
             reason_string
                 .map(|s| format!(": {}", clean(&s)))
@@ -164,4 +176,37 @@ fn v5_refusal(code: v5::mqttbytes::v5::ConnectReturnCode) -> String {
         C::ImplementationSpecificError => "implementation-specific error",
     };
     words.to_owned()
+}
+
+/// A PUBACK's reason in words when it refuses the publish (MQTT 5).
+pub(super) fn v5_puback_refusal(reason: v5::mqttbytes::v5::PubAckReason) -> Option<String> {
+    use v5::mqttbytes::v5::PubAckReason as R;
+    let words = match reason {
+        R::Success | R::NoMatchingSubscribers => return None,
+        R::UnspecifiedError => "unspecified error",
+        R::ImplementationSpecificError => "implementation-specific error",
+        R::NotAuthorized => "not authorised",
+        R::TopicNameInvalid => "topic name invalid",
+        R::PacketIdentifierInUse => "packet identifier in use",
+        R::QuotaExceeded => "quota exceeded",
+        R::PayloadFormatInvalid => "payload format invalid",
+    };
+    Some(words.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_tls_handshake_is_a_network_failure_not_an_early_close() {
+        let cut = io::Error::new(io::ErrorKind::UnexpectedEof, "eof");
+        let mapped = map_tls(rumqttc::TlsError::Io(cut));
+        assert!(
+            matches!(&mapped, LinkError::Network(words) if words.contains("TLS handshake")),
+            "{mapped:?}"
+        );
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert!(matches!(map_io(&reset), LinkError::ClosedByBroker(_)));
+    }
 }
