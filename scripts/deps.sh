@@ -10,10 +10,21 @@
 #   - Mosquitto + mosquitto-clients (the tests start private brokers from the
 #     `mosquitto` binary and use mosquitto_passwd; the system broker on
 #     127.0.0.1:1883 is only for scripts/demo.sh);
+#   - RabbitMQ (Debian's rabbitmq-server, with its MQTT plugin, and epmd
+#     from Erlang): the tests start private nodes from
+#     /usr/lib/rabbitmq/bin (tests/src/rabbitmq.rs). Installing it does
+#     not start the system service: a temporary policy-rc.d denies it
+#     (when the machine has no policy-rc.d of its own; Docker images have
+#     one that denies every start);
 #   - what the end-to-end tests run besides those: supervisord and
 #     supervisorctl (the deployment test drives the repository's
 #     supervisord.conf), openssl (test certificates), kill (procps);
 #   - a C compiler (ring, the TLS crypto crate, compiles C code);
+#   - amqtt, a Python MQTT broker some tests start (tests/src/amqtt.rs):
+#     amqtt==0.12.1 from PyPI in a virtual environment at
+#     target/brokers-venv (git-ignored, next to the build; `cargo clean`
+#     removes it and this script makes it again, in about 20 s), created
+#     with python3 -m venv (python3-venv on Debian/Ubuntu);
 #   - the Rust toolchain (cargo), which this script cannot install: it fails
 #     with a clear message instead.
 #
@@ -35,6 +46,10 @@ export LC_ALL=C.UTF-8
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 PG_PORT="${DEPS_PG_PORT:-5432}"
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Keep in step with AMQTT_VERSION in tests/src/amqtt.rs.
+AMQTT_VERSION=0.12.1
+AMQTT_VENV="$REPO/target/brokers-venv"
 PG_HOST=127.0.0.1
 MQTT_PORT=1883
 
@@ -90,10 +105,31 @@ fi
 # The Debian package also installs a system supervisord service (idle, no
 # programs); the tests run their own supervisord from the repository's conf.
 if ! have supervisord || ! have supervisorctl; then missing+=(supervisor); fi
+# The real script, not only Debian's /usr/sbin wrapper (which the tests avoid:
+# as root it switches to the `rabbitmq` user).
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && ! have rabbitmq-server; then
+    missing+=(rabbitmq-server)
+fi
+if ! have epmd; then missing+=(erlang-base); fi
 if ! have openssl; then missing+=(openssl); fi
 if ! have kill; then missing+=(procps); fi
 if ! have runuser; then missing+=(util-linux); fi
 if ! have cc; then missing+=(gcc libc6-dev); fi
+
+# True when the venv has the pinned amqtt (its version as pip recorded it).
+amqtt_ready() {
+    [ -x "$AMQTT_VENV/bin/amqtt" ] &&
+        [ "$("$AMQTT_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("amqtt"))' 2>/dev/null </dev/null)" = "$AMQTT_VERSION" ]
+}
+# Debian/Ubuntu ship venv without ensurepip (python3 -m venv then fails to
+# install pip) until python3-venv is installed.
+if ! amqtt_ready; then
+    if ! have python3; then
+        missing+=(python3 python3-venv)
+    elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1 </dev/null; then
+        missing+=(python3-venv)
+    fi
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
     have apt-get || die "missing ${missing[*]} and no apt-get: install them by hand"
@@ -113,18 +149,32 @@ if [ "${#missing[@]}" -gt 0 ]; then
         as_root install -d -m 0755 "$drop_in_dir"
         printf 'create_main_cluster = false\n' | as_root tee "$drop_in" >/dev/null
     fi
+    # The package's postinst starts the system node (invoke-rc.d); the
+    # tests start private nodes instead, so deny that start for this
+    # installation only. A policy-rc.d the machine already has stays as it
+    # is.
+    policy=/usr/sbin/policy-rc.d
+    policy_added=false
+    if [[ " ${missing[*]} " == *" rabbitmq-server "* ]] && ! as_root test -e "$policy"; then
+        say "RabbitMQ: installing without starting the system node (temporary $policy)"
+        printf '#!/bin/sh\n# mqtt-supervisor scripts/deps.sh (temporary)\n[ "$1" = rabbitmq-server ] && exit 101\nexit 0\n' |
+            as_root tee "$policy" >/dev/null
+        as_root chmod 0755 "$policy"
+        policy_added=true
+    fi
     install_status=0
     as_root env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 \
         apt-get "${apt_opts[@]}" install -y --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${missing[@]}" </dev/null || install_status=$?
+    if $policy_added; then as_root rm -f "$policy"; fi
     if as_root test -e "$drop_in"; then
         as_root rm -f "$drop_in"
         as_root rmdir --ignore-fail-on-non-empty "$drop_in_dir"
     fi
     [ "$install_status" -eq 0 ] || die "apt-get install ${missing[*]} failed"
 else
-    say "packages: PostgreSQL (server and client), Mosquitto (+ clients), supervisor, openssl, runuser and a C compiler are installed"
+    say "packages: PostgreSQL (server and client), Mosquitto (+ clients), RabbitMQ, supervisor, openssl, runuser, a C compiler and python3 are installed"
 fi
 
 # -------------------------------------------------------------- PostgreSQL --
@@ -260,6 +310,29 @@ else
         # Only the demo needs it; the tests run their own brokers.
         warn "Mosquitto did not start on 127.0.0.1:$MQTT_PORT (see /var/log/mosquitto/mosquitto.log); the demo needs it, the tests do not"
     fi
+fi
+
+# ------------------------------------------------------------------- amqtt --
+if amqtt_ready; then
+    say "amqtt: $AMQTT_VERSION in $AMQTT_VENV"
+else
+    amqtt_started=$SECONDS
+    # A venv that python3 -m venv left without pip (no ensurepip) is useless.
+    if [ -f "$AMQTT_VENV/pyvenv.cfg" ] && [ ! -x "$AMQTT_VENV/bin/pip" ]; then
+        rm -rf "$AMQTT_VENV"
+    fi
+    if [ ! -x "$AMQTT_VENV/bin/pip" ]; then
+        say "amqtt: creating a virtual environment in $AMQTT_VENV"
+        mkdir -p "$(dirname "$AMQTT_VENV")"
+        python3 -m venv "$AMQTT_VENV" </dev/null ||
+            die "python3 -m venv $AMQTT_VENV failed (on Debian/Ubuntu: apt-get install python3-venv)"
+    fi
+    say "amqtt: installing amqtt==$AMQTT_VERSION from PyPI"
+    "$AMQTT_VENV/bin/pip" install --quiet --disable-pip-version-check --no-input \
+        "amqtt==$AMQTT_VERSION" </dev/null ||
+        die "pip install amqtt==$AMQTT_VERSION failed (it needs Python 3.10 or newer, this is $(python3 --version 2>&1), and access to PyPI)"
+    amqtt_ready || die "amqtt $AMQTT_VERSION is not in $AMQTT_VENV after pip install"
+    say "amqtt: $AMQTT_VERSION ready in $AMQTT_VENV ($((SECONDS - amqtt_started)) s)"
 fi
 
 # -------------------------------------------------------------------- Rust --

@@ -30,15 +30,17 @@ impl Broker {
             .unwrap();
         assert!(ok.success(), "mosquitto_passwd failed");
         let extra = format!("allow_anonymous false\npassword_file {}\n", file.display());
-        Broker::start_in(dir, &extra).await
+        Broker::start_in_dir(dir, &extra).await
     }
 
     /// With extra configuration lines (listener and logging are added).
     pub async fn start_with(extra: &str) -> Broker {
-        Broker::start_in(tempfile::tempdir().unwrap(), extra).await
+        Broker::start_in_dir(tempfile::tempdir().unwrap(), extra).await
     }
 
-    async fn start_in(dir: tempfile::TempDir, extra: &str) -> Broker {
+    /// With extra configuration lines, in `dir` (where the extra files named
+    /// by those lines may already be).
+    pub async fn start_in_dir(dir: tempfile::TempDir, extra: &str) -> Broker {
         let port = crate::free_port();
         let conf = format!(
             "# Stay the invoking user (as root, mosquitto would switch to `mosquitto`\n# and could not write its log in our temporary directory).\nuser root\nlistener {port} 127.0.0.1\npersistence false\nlog_dest file {log}\nlog_type all\nconnection_messages true\n{extra}",
@@ -159,5 +161,15 @@ pub(crate) fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
+        .status();
+}
+
+/// Sends a signal to every process in the group `pgid` (a leader started
+/// with `process_group(0)` and whatever it started).
+pub(crate) fn signal_group(pgid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg("--")
+        .arg(format!("-{pgid}"))
         .status();
 }

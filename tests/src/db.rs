@@ -95,3 +95,25 @@ pub async fn wait_status(pool: &PgPool, id: i64, status: &str, timeout: Duration
     })
     .await
 }
+
+/// Waits until row `id` has one of `statuses` and a last_error containing
+/// `needle`; returns `(status, detail, last_error)` if it came.
+pub async fn wait_error(
+    pool: &PgPool,
+    id: i64,
+    statuses: &[&str],
+    needle: &str,
+    timeout: Duration,
+) -> Option<(String, String, String)> {
+    let found = crate::eventually(timeout, || async move {
+        state(pool, id).await.is_some_and(|(s, _, e)| {
+            statuses.contains(&s.as_str()) && e.is_some_and(|e| e.contains(needle))
+        })
+    })
+    .await;
+    if !found {
+        return None;
+    }
+    let (status, detail, last_error) = state(pool, id).await?;
+    Some((status, detail, last_error.unwrap_or_default()))
+}

@@ -16,7 +16,7 @@
 //! Dropping the broker closes its listener and every connection.
 
 mod session;
-mod wire;
+pub(crate) mod wire;
 
 pub use wire::MAX_REMAINING;
 

@@ -1,17 +1,31 @@
 //! Test kit for mqtt-supervisor: a private Mosquitto per test ([`Broker`]),
 //! a foreign MQTT client that records what the broker really delivered
-//! ([`Observer`]), the real binary as a child process ([`App`]) or under
+//! ([`Observer`]), one that takes a client ID, once or back whenever it is
+//! kicked ([`Foreign`]), the real binary as a child process ([`App`]) or under
 //! supervisord with the repository's conf ([`Supervisord`]), a private
-//! TLS-only PostgreSQL ([`TlsPostgres`]), and database helpers for a
-//! per-test database (`#[sqlx::test]`).
+//! TLS-only PostgreSQL ([`TlsPostgres`]), a private RabbitMQ node with the
+//! MQTT plugin ([`RabbitMq`], a second broker implementation), and database
+//! helpers for a per-test database (`#[sqlx::test]`).
 //!
 //! For hostile-input tests: a scriptable fake MQTT broker ([`FakeBroker`]),
 //! a TCP proxy in front of Postgres that can black-hole or cut the database
 //! for one process ([`DbProxy`]), and a held table lock ([`hold_lock`]).
 //!
+//! Other brokers, to check what the service assumes about MQTT beyond
+//! Mosquitto: [`Amqtt`] (Python, MQTT 3.1.1, from the virtual environment
+//! `scripts/deps.sh` creates) and [`Rumqttd`] (Rust, in-process, an MQTT 5
+//! and a 3.1.1 listener). Their `facts` test modules pin down how each
+//! behaves on takeover, Wills, retained messages, refusals and ACLs.
+//!
+//! The broker matrix: [`AnyBroker`] starts any of the four with the same
+//! users and topic ACL, and [`QUIRKS`] says how each behaves where brokers
+//! differ (docs/brokers.md repeats it).
+//!
 //! Everything talks to loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod amqtt;
+mod any_broker;
 mod app;
 mod broker;
 mod db;
@@ -19,18 +33,28 @@ mod db_proxy;
 mod fake_broker;
 mod observer;
 pub mod pg_tls;
+#[cfg(test)]
+mod probe;
+mod quirks;
+mod rabbitmq;
+mod rumqttd;
 mod supervisord;
 mod table_lock;
 
+pub use amqtt::{AMQTT_VERSION, Amqtt, AmqttUser};
+pub use any_broker::{AnyBroker, DENIED_FILTER, LIMITED, LIMITED_PREFIX, SITE};
 pub use app::{App, binary_path, http_get, pump_output};
 pub use broker::Broker;
-pub use db::{Row, database_url, insert, state, wait_status};
+pub use db::{Row, database_url, insert, state, wait_error, wait_status};
 pub use db_proxy::DbProxy;
 pub use fake_broker::{
     ConnEnd, ConnRecord, FakeBroker, MAX_REMAINING, PacketKind, ReceivedPublish, Step,
 };
 pub use observer::{Foreign, Observer};
 pub use pg_tls::TlsPostgres;
+pub use quirks::{BrokerKind, OnBadPassword, OnDeniedSubscribe, OnTakeover, QUIRKS, Quirks};
+pub use rabbitmq::RabbitMq;
+pub use rumqttd::Rumqttd;
 pub use supervisord::{PROGRAM, Supervisord, repo_root};
 pub use table_lock::{TableLock, hold_lock};
 

@@ -26,8 +26,16 @@ impl Observer {
     /// Connects to the broker on `port` and subscribes to `filter`; returns
     /// once the SUBACK arrived (retained messages follow it).
     pub async fn start(port: u16, filter: &str) -> Observer {
+        Observer::start_as(port, filter, None).await
+    }
+
+    /// Like [`Observer::start`], logging in as `(user, password)`.
+    pub async fn start_as(port: u16, filter: &str, login: Option<(&str, &str)>) -> Observer {
         let id = format!("observer_{}", crate::free_port());
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
         let (client, mut events) = AsyncClient::new(options, 64);
@@ -107,8 +115,11 @@ impl Drop for Observer {
     }
 }
 
-/// A client that connects once with a chosen client ID and counts how often
-/// the broker dropped it; it never reconnects by itself.
+/// A client with a chosen client ID that counts its CONNACKs and how often
+/// the broker dropped it. [`Foreign::connect`] never reconnects;
+/// [`Foreign::fight`] takes the client ID back after every drop, like the
+/// hand-written reconnect loop of the "code 7" war. Dropping it drops the
+/// socket without DISCONNECT, as a killed process would.
 pub struct Foreign {
     client: AsyncClient,
     connacks: Arc<AtomicUsize>,
@@ -119,8 +130,32 @@ pub struct Foreign {
 impl Foreign {
     /// Connects as `client_id`; returns after its CONNACK.
     pub async fn connect(port: u16, client_id: &str) -> Foreign {
+        Foreign::start(port, client_id, None, None).await
+    }
+
+    /// Connects as `client_id`, logging in as `login` if given, and
+    /// connects again `delay` after every drop, kicking whoever holds the
+    /// client ID then. Returns after its first CONNACK.
+    pub async fn fight(
+        port: u16,
+        client_id: &str,
+        delay: Duration,
+        login: Option<(&str, &str)>,
+    ) -> Foreign {
+        Foreign::start(port, client_id, Some(delay), login).await
+    }
+
+    async fn start(
+        port: u16,
+        client_id: &str,
+        reconnect: Option<Duration>,
+        login: Option<(&str, &str)>,
+    ) -> Foreign {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         let (client, mut events) = AsyncClient::new(options, 16);
         let connacks = Arc::new(AtomicUsize::new(0));
         let drops = Arc::new(AtomicUsize::new(0));
@@ -135,7 +170,10 @@ impl Foreign {
                     Ok(_) => {}
                     Err(_) => {
                         d.fetch_add(1, Ordering::SeqCst);
-                        return;
+                        match reconnect {
+                            Some(delay) => tokio::time::sleep(delay).await,
+                            None => return,
+                        }
                     }
                 }
             }
@@ -154,7 +192,7 @@ impl Foreign {
         }
     }
 
-    /// How often the broker dropped this client (0 or 1: it does not reconnect).
+    /// How often the broker dropped this client (at most 1 unless it fights).
     pub fn drops(&self) -> usize {
         self.drops.load(Ordering::SeqCst)
     }
@@ -165,8 +203,14 @@ impl Foreign {
     }
 
     /// Clean DISCONNECT, waiting until it is written.
-    pub async fn disconnect(self) {
+    pub async fn disconnect(mut self) {
         let _ = self.client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
