@@ -14,9 +14,9 @@ mod row_secrets;
 mod slow_shutdown;
 mod tls;
 
-use mqtt_supervisor_tests::{PacketKind, Step, state};
+pub(crate) use mqtt_supervisor_tests::wait_error;
+use mqtt_supervisor_tests::{PacketKind, Step};
 use sqlx::PgPool;
-use std::time::Duration;
 
 /// A broker that accepts and answers, but after the client's DISCONNECT
 /// neither closes nor answers: the client's goodbye can only end by timing
@@ -27,28 +27,6 @@ fn holds_after_disconnect() -> Vec<Step> {
         Step::WaitFor(PacketKind::Disconnect),
         Step::Hold,
     ]
-}
-
-/// Waits until row `id` has one of `statuses` and a last_error containing
-/// `needle`; returns `(status, detail, last_error)` if it came.
-async fn wait_error(
-    pool: &PgPool,
-    id: i64,
-    statuses: &[&str],
-    needle: &str,
-    timeout: Duration,
-) -> Option<(String, String, String)> {
-    let found = mqtt_supervisor_tests::eventually(timeout, || async move {
-        state(pool, id).await.is_some_and(|(s, _, e)| {
-            statuses.contains(&s.as_str()) && e.is_some_and(|e| e.contains(needle))
-        })
-    })
-    .await;
-    if !found {
-        return None;
-    }
-    let (status, detail, last_error) = state(pool, id).await?;
-    Some((status, detail, last_error.unwrap_or_default()))
 }
 
 /// Every column of every row of a table the application reads, as JSON

@@ -2,6 +2,7 @@
 //! a private Mosquitto per test. Set TEST_LOG=1 to see the service's output.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod acks;
 mod broker_outage;
 mod cli;
 mod crash;
@@ -18,7 +19,9 @@ mod hold_lock;
 mod hostile;
 mod instance_lock;
 mod invalid_rows;
+mod judgement;
 mod lifecycle;
+mod matrix;
 mod memory_flood;
 mod messages;
 mod notify;

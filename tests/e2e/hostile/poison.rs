@@ -38,8 +38,10 @@ async fn nul_in_a_reason_string_poisons_nobody(pool: PgPool) {
     )
     .await;
     let b = insert(&pool, &Row::new("tenant_b", broker.port())).await;
-    // No takeover window: the close is an ordinary loss, with the broker's
-    // reason in the state.
+    // A DISCONNECT with a reason is taken at its word: an ordinary loss,
+    // with the broker's reason in the state. No takeover window, for tenant
+    // B: its broker is stopped below, seconds after its CONNACK, which with
+    // Mosquitto would look like a takeover.
     let app = App::spawn(&database_url(&pool), &[("MQTT_TAKEOVER_WINDOW", "0")]);
     app.ready().await;
 
