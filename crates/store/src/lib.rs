@@ -1,6 +1,7 @@
 //! What is in the database: desired connections (`mqtt_connections`), the
 //! service's view of them (`mqtt_connection_state`, `mqtt_connection_events`),
-//! change notifications and the instance lock.
+//! messages both ways (`mqtt_inbox`, `mqtt_outbox`), change notifications
+//! and the instance lock.
 //!
 //! Every query of the service lives here; other crates see typed rows and
 //! [`StoreError`], never SQL.
@@ -10,9 +11,11 @@ mod cause;
 mod connect;
 mod connections;
 mod encryption;
+mod inbox;
 mod listener;
 mod lock;
 mod migrations;
+mod outbox;
 mod state;
 
 pub use admin::{
@@ -23,9 +26,13 @@ pub use cause::describe;
 pub use connect::{connect_options, database_address, describe_connect_error, wait_for_database};
 pub use connections::{ConnectionRow, load_connections};
 pub use encryption::{Encryption, connection_encryption, is_local};
-pub use listener::{CHANNEL, Change, ChangeListener};
+pub use inbox::{InboundRecord, insert_inbound, prune_messages};
+pub use listener::{CHANNEL, Change, ChangeListener, OutboxChange, OutboxListener};
 pub use lock::InstanceLock;
 pub use migrations::{AppliedMigration, MIGRATOR, migrate, migration_summary};
+pub use outbox::{
+    OUTBOX_CHANNEL, OutboxMarks, OutboxRow, fail_orphaned_outbox, mark_outbox, pending_outbox,
+};
 pub use state::{EventRecord, StateRecord, mark_owned_stopped, write_batch};
 
 pub use sqlx::PgPool;
