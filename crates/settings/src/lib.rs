@@ -56,6 +56,16 @@ pub struct Settings {
     pub max_packet_size: ByteSize,
     /// Status topic template; `{prefix}` and `{name}` expand.
     pub status_topic: String,
+    /// QoS 0 messages waiting for the inbox writer, across all connections;
+    /// beyond it they are dropped, counted and logged (QoS 1 and 2 wait
+    /// unacknowledged instead).
+    pub inbox_buffer: u32,
+    /// Inbox rows, and published or failed outbox rows, older than this are
+    /// deleted in the background.
+    #[serde(with = "units::duration")]
+    pub inbox_retention: Duration,
+    /// Outbox publishes per connection sent and not yet acknowledged.
+    pub outbox_window: u16,
     /// Address of the HTTP server (health, API).
     pub http_addr: SocketAddr,
     /// `text` or `json`.
@@ -89,6 +99,9 @@ impl Settings {
             takeover_window: Duration::from_secs(10),
             max_packet_size: ByteSize(1024 * 1024),
             status_topic: "{prefix}/backend/status".to_owned(),
+            inbox_buffer: 10_000,
+            inbox_retention: Duration::from_secs(7 * 86_400),
+            outbox_window: 32,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
             log_format: LogFormat::Text,
         }

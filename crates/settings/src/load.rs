@@ -24,6 +24,9 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("takeover_window", "MQTT_TAKEOVER_WINDOW"),
     ("max_packet_size", "MQTT_MAX_PACKET_SIZE"),
     ("status_topic", "MQTT_STATUS_TOPIC"),
+    ("inbox_buffer", "MQTT_INBOX_BUFFER"),
+    ("inbox_retention", "MQTT_INBOX_RETENTION"),
+    ("outbox_window", "MQTT_OUTBOX_WINDOW"),
     ("http_addr", "MQTT_HTTP_ADDR"),
     ("log_format", "MQTT_LOG_FORMAT"),
 ];
@@ -237,6 +240,9 @@ fn defaults() -> Dict {
     dict.insert("takeover_window".into(), secs(d.takeover_window));
     dict.insert("max_packet_size".into(), Value::from(d.max_packet_size.0));
     dict.insert("status_topic".into(), Value::from(d.status_topic));
+    dict.insert("inbox_buffer".into(), Value::from(d.inbox_buffer));
+    dict.insert("inbox_retention".into(), secs(d.inbox_retention));
+    dict.insert("outbox_window".into(), Value::from(d.outbox_window));
     dict.insert("http_addr".into(), Value::from(d.http_addr.to_string()));
     dict.insert("log_format".into(), Value::from("text"));
     dict
@@ -363,6 +369,9 @@ fn display_value(s: &Settings, key: &str) -> String {
         "takeover_window" => format_duration(s.takeover_window),
         "max_packet_size" => s.max_packet_size.to_string(),
         "status_topic" => s.status_topic.clone(),
+        "inbox_buffer" => s.inbox_buffer.to_string(),
+        "inbox_retention" => format_duration(s.inbox_retention),
+        "outbox_window" => s.outbox_window.to_string(),
         "http_addr" => s.http_addr.to_string(),
         "log_format" => format!("{:?}", s.log_format).to_lowercase(),
         _ => String::new(),

@@ -30,6 +30,9 @@ fn defaults_match_the_contract() {
     assert_eq!(s.takeover_window, Duration::from_secs(10));
     assert_eq!(s.max_packet_size, ByteSize(1_048_576));
     assert_eq!(s.status_topic, "{prefix}/backend/status");
+    assert_eq!(s.inbox_buffer, 10_000);
+    assert_eq!(s.inbox_retention, Duration::from_secs(7 * 86_400));
+    assert_eq!(s.outbox_window, 32);
     assert_eq!(s.http_addr.to_string(), "0.0.0.0:8081");
     assert_eq!(s.log_format, LogFormat::Text);
     assert!(loaded.warnings.is_empty());
@@ -117,6 +120,10 @@ fn bad_values_name_the_variable() {
         ("MQTT_LOG_FORMAT", "xml"),
         ("MQTT_MAX_PACKET_SIZE", "1TB"),
         ("MQTT_STATUS_TOPIC", "{prefix}/#"),
+        ("MQTT_INBOX_BUFFER", "10"),
+        ("MQTT_INBOX_RETENTION", "1s"),
+        ("MQTT_OUTBOX_WINDOW", "0"),
+        ("MQTT_OUTBOX_WINDOW", "70000"),
         ("MQTT_STATUS_TOPIC", "{tenant}/status"),
         ("MQTT_STATUS_TOPIC", "{prefix}/status\n"),
         ("MQTT_INSTANCE_ID", "web\n1"),

@@ -78,6 +78,26 @@ pub fn validate(s: &Settings) -> Result<(), (&'static str, String)> {
         ));
     }
     validate_status_topic(&s.status_topic).map_err(|e| ("status_topic", e))?;
+    if !(100..=10_000_000).contains(&s.inbox_buffer) {
+        return Err((
+            "inbox_buffer",
+            "must be from 100 to 10000000 messages".to_owned(),
+        ));
+    }
+    if s.inbox_retention < Duration::from_secs(60)
+        || s.inbox_retention > Duration::from_secs(3_650 * 86_400)
+    {
+        return Err((
+            "inbox_retention",
+            "must be from 1 minute to 3650 days".to_owned(),
+        ));
+    }
+    if !(1..=1_000).contains(&s.outbox_window) {
+        return Err((
+            "outbox_window",
+            "must be from 1 to 1000 messages".to_owned(),
+        ));
+    }
     Ok(())
 }
 
