@@ -98,6 +98,25 @@ pub(crate) fn shorten(s: &str) -> String {
     untrusted::cap(s, 80)
 }
 
+/// Whether `topic` matches the subscription `filter` (MQTT 3.1.1 section
+/// 4.7): `+` is one level, `#` the rest (including the parent level), and
+/// a wildcard in the first level does not match topics starting with `$`.
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut levels = topic.split('/');
+    for want in filter.split('/') {
+        match (want, levels.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (want, Some(got)) if want == got => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +179,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.len() < 250, "{e}");
+    }
+
+    #[test]
+    fn filters_match_as_mqtt_says() {
+        for (filter, topic, expected) in [
+            ("site/#", "site/a/b", true),
+            ("site/#", "site", true),
+            ("site/#", "sites/a", false),
+            ("site/+/status", "site/x/status", true),
+            ("site/+/status", "site/x/y/status", false),
+            ("site/+", "site/", true),
+            ("+/+", "a/b", true),
+            ("+", "a/b", false),
+            ("#", "$SYS/broker", false),
+            ("+/broker", "$SYS/broker", false),
+            ("$SYS/#", "$SYS/broker", true),
+            ("a/b", "a/b", true),
+            ("a/b", "a/b/c", false),
+            ("a/b/c", "a/b", false),
+        ] {
+            assert_eq!(matches(filter, topic), expected, "{filter} ~ {topic}");
+        }
     }
 }
