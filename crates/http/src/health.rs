@@ -34,6 +34,9 @@ pub struct ServiceInfo {
     pub uptime_secs: u64,
     /// `ok` or `unreachable`.
     pub database: &'static str,
+    /// `ok`, or `failing` while received messages cannot be stored (they
+    /// are held and retried; brokers wait for the acknowledgements).
+    pub inbox: &'static str,
 }
 
 /// Connection counts.
@@ -74,10 +77,16 @@ fn is_verbose(query: Option<&str>) -> bool {
     })
 }
 
-/// Judges the fleet. `healthy`: every enabled connection is connected and the
-/// database answers. `critical`: the service is not running its connections,
-/// or none of the enabled ones is connected. Otherwise `degraded`.
-pub fn assess(fleet: &Fleet, database_ok: bool, verbose: bool) -> (HealthReport, StatusCode) {
+/// Judges the fleet. `healthy`: every enabled connection is connected, the
+/// database answers and received messages are being stored. `critical`: the
+/// service is not running its connections, or none of the enabled ones is
+/// connected. Otherwise `degraded`.
+pub fn assess(
+    fleet: &Fleet,
+    database_ok: bool,
+    inbox_ok: bool,
+    verbose: bool,
+) -> (HealthReport, StatusCode) {
     let states: Vec<_> = fleet
         .connections
         .iter()
@@ -90,7 +99,7 @@ pub fn assess(fleet: &Fleet, database_ok: bool, verbose: bool) -> (HealthReport,
     let enabled = fleet.enabled_rows.max(states.len());
     let status = if !fleet.running || (enabled > 0 && healthy == 0) {
         "critical"
-    } else if healthy < enabled || !database_ok {
+    } else if healthy < enabled || !database_ok || !inbox_ok {
         "degraded"
     } else {
         "healthy"
@@ -125,6 +134,7 @@ pub fn assess(fleet: &Fleet, database_ok: bool, verbose: bool) -> (HealthReport,
             version: String::new(),
             uptime_secs: 0,
             database: if database_ok { "ok" } else { "unreachable" },
+            inbox: if inbox_ok { "ok" } else { "failing" },
         },
         connections: Counts {
             total: fleet.total_rows.max(enabled),
@@ -147,7 +157,13 @@ pub(crate) async fn handler(State(app): State<AppState>, RawQuery(query): RawQue
         None => false,
     };
     let fleet = app.fleet.borrow().clone();
-    let (mut report, code) = assess(&fleet, database_ok, verbose);
+    let inbox_ok = app.inbox.get().is_none_or(|inbox| {
+        !inbox
+            .stats()
+            .failing
+            .load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let (mut report, code) = assess(&fleet, database_ok, inbox_ok, verbose);
     report.service.instance_id = app.instance_id.clone();
     report.service.version = app.version.to_owned();
     report.service.uptime_secs = app.started.elapsed().as_secs();

@@ -31,6 +31,9 @@ pub struct AppState {
     pub instance_id: String,
     /// Version of the service.
     pub version: &'static str,
+    /// The inbox writer's queue, once it runs (its counters say whether
+    /// received messages are being stored).
+    pub inbox: Arc<OnceLock<supervisor::inbox::Inbox>>,
 }
 
 /// The API's routes.

@@ -18,7 +18,7 @@ use settings::Settings;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use store::PgPool;
-use supervisor::{Fleet, Monitor, MonitorOptions, Recorder, Shutdown, TaskKind, Tasks};
+use supervisor::{Fleet, Mail, Monitor, MonitorOptions, Recorder, Shutdown, TaskKind, Tasks};
 use tokio::net::TcpListener;
 
 /// Options of `mqtt-supervisor run`.
@@ -40,6 +40,7 @@ pub async fn run(
     let settings = Arc::new(settings);
     let (fleet_tx, fleet_rx) = Fleet::channel();
     let pool_cell: Arc<OnceLock<PgPool>> = Arc::new(OnceLock::new());
+    let inbox_cell: Arc<OnceLock<supervisor::inbox::Inbox>> = Arc::new(OnceLock::new());
     let tasks = Tasks::new();
 
     let listener = TcpListener::bind(settings.http_addr)
@@ -54,6 +55,7 @@ pub async fn run(
         started,
         instance_id: settings.instance_id.clone(),
         version: env!("CARGO_PKG_VERSION"),
+        inbox: inbox_cell.clone(),
     };
     let http_token = token.clone();
     tasks.spawn(TaskKind::Http, async move {
@@ -136,6 +138,17 @@ pub async fn run(
         TaskKind::Recorder,
         recorder.clone().run(pool.clone(), token.child_token()),
     );
+    // Messages: stopped after the monitor, so that the actors' last marks
+    // and stored messages still get written.
+    let mail_token = tokio_util::sync::CancellationToken::new();
+    let (mail, mail_tasks) = Mail::new(pool.clone(), &settings);
+    // Set once, here; nothing else sets it.
+    let _ = inbox_cell.set(mail.inbox.clone());
+    let inbox_task = tasks.spawn(
+        TaskKind::Inbox,
+        mail_tasks.inbox.run(pool.clone(), mail_token.clone()),
+    );
+    let outbox_task = tasks.spawn(TaskKind::Outbox, mail_tasks.outbox.run(mail_token.clone()));
     let keeper = tasks.spawn(
         TaskKind::LockKeeper,
         lock::keep(acquired.lock, db_options.clone(), lock_key, token.clone()),
@@ -150,6 +163,7 @@ pub async fn run(
             final_write_reserve: reserve,
         },
         recorder.clone(),
+        mail,
         shutdown.clone(),
         tasks.clone(),
         fleet_tx,
@@ -189,6 +203,9 @@ pub async fn run(
         Some(Err(e)) => tracing::error!(error = %e, "The monitor task failed during shutdown."),
         None => tracing::warn!("The monitor did not finish by the shutdown deadline."),
     }
+    mail_token.cancel();
+    let _ = shutdown.bounded(inbox_task).await;
+    let _ = shutdown.bounded(outbox_task).await;
     let _ = shutdown.bounded(recorder_task).await;
     match shutdown.bounded(recorder.flush(&pool)).await {
         Some(Ok(_)) => {}

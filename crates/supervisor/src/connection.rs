@@ -8,9 +8,11 @@
 //! MQTT 5 DISCONNECT 0x8E) → `cooldown`, during which the event loop is not
 //! polled at all, since polling would reconnect and kick the other client.
 //!
-//! Received QoS 1 and 2 messages are acknowledged by the actor (rumqttc's
-//! manual acks), in the order received; nothing stores them yet, so each is
-//! acknowledged as soon as it is read.
+//! Messages: what arrives on the connection's subscriptions goes to the
+//! inbox writer; QoS 1 and 2 messages are acknowledged (rumqttc's manual
+//! acks), in the order received, once stored. The connection's outbox rows
+//! are published in id order within a window and marked after the broker's
+//! acknowledgement.
 //!
 //! Stopping: cancelling the actor's token (shutdown, row disabled or
 //! changed). A stop while connected publishes
@@ -25,6 +27,7 @@ pub mod policy;
 pub mod report;
 mod run;
 
+use crate::mail::Mail;
 use crate::recorder::Recorder;
 use crate::spec::ConnectionSpec;
 use crate::state::{ConnectionState, Status};
@@ -56,6 +59,7 @@ impl ConnectionHandle {
         tasks: &mut JoinSet<()>,
         tracked: &Tasks,
         predecessors: Vec<ConnectionHandle>,
+        mail: Mail,
     ) -> (ConnectionHandle, AbortHandle) {
         let spec = Arc::new(spec);
         let (state_tx, state_rx) = watch::channel(ConnectionState::starting());
@@ -72,6 +76,7 @@ impl ConnectionHandle {
             token.clone(),
             predecessors,
             tracked.guard(TaskKind::Connection),
+            mail,
         );
         let abort = tasks.spawn(tracked.track_future(manager.run().instrument(span)));
         let handle = ConnectionHandle {

@@ -7,9 +7,13 @@
 
 pub mod backoff;
 pub mod connection;
+pub mod envelope;
 pub mod fleet;
+pub mod inbox;
 mod link;
+pub mod mail;
 pub mod monitor;
+pub mod outbox;
 mod plan;
 pub mod recorder;
 pub mod shutdown;
@@ -22,6 +26,7 @@ pub mod untrusted;
 
 pub use connection::ConnectionHandle;
 pub use fleet::{ConnectionView, Fleet, FleetWatch};
+pub use mail::Mail;
 pub use monitor::{Monitor, MonitorOptions, ShutdownReport};
 pub use plan::{validate_all, validate_candidate};
 pub use recorder::Recorder;

@@ -12,17 +12,25 @@ use crate::tls;
 use crate::untrusted::clean;
 use bytes::Bytes;
 use errors::{map_v4_error, map_v5_error};
-pub use events::{Ack, LinkEvent};
+pub use events::{Ack, Inbound, InboundProperties, LinkEvent};
 use events::{map_v4_event, map_v5_event};
 use rumqttc::v5;
 use std::time::Duration;
 
-/// Requests waiting for the event loop (online, subscribe, offline, disconnect).
-const REQUEST_CAPACITY: usize = 16;
+/// Requests waiting for the event loop: status, subscribe and disconnect,
+/// outbox publishes, and acknowledgements of received messages (which come
+/// in bursts when a batch commits). rumqttc's channel grows as it is used:
+/// the capacity costs nothing until then.
+const REQUEST_CAPACITY: usize = 256;
 
-/// At most this many unacknowledged QoS 1 publishes. rumqttc's MQTT 5 default
-/// pre-allocates 65,536 slots (about 14 MB per client).
-const INFLIGHT: u16 = 32;
+/// rumqttc's limit of unacknowledged QoS 1/2 publishes: the outbox window
+/// plus the status messages, so that our own publishes never fill it (a
+/// full window also holds back our acknowledgements of received messages,
+/// which wait in the same request queue). rumqttc pre-allocates one slot
+/// each (its MQTT 5 default of 65,536 would be about 14 MB per client).
+fn inflight(spec: &ConnectionSpec) -> u16 {
+    spec.outbox_window.saturating_add(2)
+}
 
 /// Why the connection is gone (or never came up).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +83,26 @@ impl std::fmt::Display for LinkError {
     }
 }
 
-/// A client and its event loop. The event loops are boxed: they differ in
-/// size by half, and the actor's future stays small either way.
-pub enum Link {
-    V4(rumqttc::AsyncClient, Box<rumqttc::EventLoop>),
-    V5(v5::AsyncClient, Box<v5::EventLoop>),
+/// A client and its event loop, apart so that a poll in progress (which
+/// borrows the event loop) never stops the actor from queueing requests.
+pub struct Link {
+    /// Queues requests; never waits.
+    pub client: Client,
+    /// The one place that polls.
+    pub events: Events,
+}
+
+/// rumqttc's request side.
+pub enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(v5::AsyncClient),
+}
+
+/// rumqttc's event loops, boxed: they differ in size by half, and the
+/// actor's future stays small either way.
+pub enum Events {
+    V4(Box<rumqttc::EventLoop>),
+    V5(Box<v5::EventLoop>),
 }
 
 fn timeout_secs(d: Duration) -> u64 {
@@ -108,7 +131,7 @@ impl Link {
                         spec.max_packet_size as usize,
                         spec.max_packet_size as usize,
                     )
-                    .set_inflight(INFLIGHT)
+                    .set_inflight(inflight(spec))
                     .set_request_channel_capacity(REQUEST_CAPACITY)
                     // A message is acknowledged when the actor says so
                     // (after storing it), not when it is read.
@@ -133,14 +156,17 @@ impl Link {
                 let mut net = rumqttc::NetworkOptions::new();
                 net.set_connection_timeout(timeout_secs(spec.connect_timeout));
                 events.set_network_options(net);
-                Link::V4(client, Box::new(events))
+                Link {
+                    client: Client::V4(client),
+                    events: Events::V4(Box::new(events)),
+                }
             }
             Protocol::V5 => {
                 let mut o = v5::MqttOptions::new(&spec.client_id, &spec.host, spec.port);
                 o.set_keep_alive(spec.keep_alive)
                     .set_clean_start(spec.clean_session)
                     .set_connection_timeout(timeout_secs(spec.connect_timeout))
-                    .set_outgoing_inflight_upper_limit(INFLIGHT)
+                    .set_outgoing_inflight_upper_limit(inflight(spec))
                     .set_request_channel_capacity(REQUEST_CAPACITY)
                     .set_manual_acks(true);
                 // Asks the broker not to send anything larger (MQTT 5 honours
@@ -164,20 +190,25 @@ impl Link {
                     ));
                 }
                 let (client, events) = v5::AsyncClient::new(o, REQUEST_CAPACITY);
-                Link::V5(client, Box::new(events))
+                Link {
+                    client: Client::V5(client),
+                    events: Events::V5(Box::new(events)),
+                }
             }
         })
     }
+}
 
+impl Events {
     /// Drives the event loop one step. After an error the next call
     /// reconnects at once: callers back off first.
     pub async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
         match self {
-            Link::V4(_, events) => match events.poll().await {
+            Events::V4(events) => match events.poll().await {
                 Ok(e) => Ok(map_v4_event(e)),
                 Err(e) => Err(map_v4_error(e, events.mqtt_options.max_packet_size())),
             },
-            Link::V5(_, events) => match events.poll().await {
+            Events::V5(events) => match events.poll().await {
                 Ok(e) => Ok(map_v5_event(e)),
                 Err(e) => Err(map_v5_error(e)),
             },
@@ -188,13 +219,31 @@ impl Link {
     /// PUBACK and the close in one read): it returns the error first and
     /// would hand these out after the next CONNACK, as if they belonged to
     /// the new connection. Call after every error; they are removed.
+    ///
+    /// Requests rumqttc kept to send again on a resumed session are dropped
+    /// too, except PUBREL: the actor sends the status and subscriptions after
+    /// every CONNACK itself, and outbox rows again from the database, in
+    /// order; rumqttc's copies would come first and under packet ids the
+    /// actor does not know.
     pub fn leftovers(&mut self) -> Vec<LinkEvent> {
         match self {
-            Link::V4(_, events) => events.state.events.drain(..).map(map_v4_event).collect(),
-            Link::V5(_, events) => events.state.events.drain(..).map(map_v5_event).collect(),
+            Events::V4(events) => {
+                events
+                    .pending
+                    .retain(|r| matches!(r, rumqttc::Request::PubRel(_)));
+                events.state.events.drain(..).map(map_v4_event).collect()
+            }
+            Events::V5(events) => {
+                events
+                    .pending
+                    .retain(|r| matches!(r, v5::Request::PubRel(_)));
+                events.state.events.drain(..).map(map_v5_event).collect()
+            }
         }
     }
+}
 
+impl Client {
     /// Queues a retained status message (QoS 1). Never waits: a full request
     /// queue is reported, not awaited.
     pub fn publish_status(&self, topic: &str, payload: &'static str) -> Result<(), RequestError> {
@@ -213,12 +262,35 @@ impl Link {
         retain: bool,
     ) -> Result<(), RequestError> {
         match self {
-            Link::V4(c, _) => c
+            Client::V4(c) => c
                 .try_publish(topic, v4_qos(qos), retain, payload)
                 .map_err(RequestError::from),
-            Link::V5(c, _) => c
+            Client::V5(c) => c
                 .try_publish(topic, v5_qos(qos), retain, payload)
                 .map_err(RequestError::from),
+        }
+    }
+
+    /// Queues an outbox row's PUBLISH. With MQTT 5 the row's id travels as
+    /// the user property `outbox-id`. Never waits.
+    pub fn publish_row(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+        outbox_id: i64,
+    ) -> Result<(), RequestError> {
+        match self {
+            Client::V4(_) => self.publish(topic, payload, qos, retain),
+            Client::V5(c) => {
+                let properties = v5::mqttbytes::v5::PublishProperties {
+                    user_properties: vec![("outbox-id".to_owned(), outbox_id.to_string())],
+                    ..Default::default()
+                };
+                c.try_publish_with_properties(topic, v5_qos(qos), retain, payload, properties)
+                    .map_err(RequestError::from)
+            }
         }
     }
 
@@ -228,12 +300,12 @@ impl Link {
     /// after the next poll.
     pub fn ack(&self, ack: Ack) -> Result<(), RequestError> {
         match self {
-            Link::V4(c, _) => {
+            Client::V4(c) => {
                 let mut p = rumqttc::Publish::new("", v4_qos(ack.qos), Vec::new());
                 p.pkid = ack.pkid;
                 c.try_ack(&p).map_err(RequestError::from)
             }
-            Link::V5(c, _) => {
+            Client::V5(c) => {
                 let mut p = v5::mqttbytes::v5::Publish::new("", v5_qos(ack.qos), Vec::new(), None);
                 p.pkid = ack.pkid;
                 c.try_ack(&p).map_err(RequestError::from)
@@ -247,14 +319,14 @@ impl Link {
             return Ok(());
         }
         match self {
-            Link::V4(c, _) => c
+            Client::V4(c) => c
                 .try_subscribe_many(
                     filters.iter().map(|f| {
                         rumqttc::SubscribeFilter::new(f.clone(), rumqttc::QoS::AtLeastOnce)
                     }),
                 )
                 .map_err(RequestError::from),
-            Link::V5(c, _) => c
+            Client::V5(c) => c
                 .try_subscribe_many(filters.iter().map(|f| {
                     v5::mqttbytes::v5::Filter::new(f.clone(), v5::mqttbytes::QoS::AtLeastOnce)
                 }))
@@ -265,8 +337,8 @@ impl Link {
     /// Queues a DISCONNECT; keep polling until [`LinkEvent::DisconnectSent`].
     pub fn disconnect(&self) -> Result<(), RequestError> {
         match self {
-            Link::V4(c, _) => c.try_disconnect().map_err(RequestError::from),
-            Link::V5(c, _) => c.try_disconnect().map_err(RequestError::from),
+            Client::V4(c) => c.try_disconnect().map_err(RequestError::from),
+            Client::V5(c) => c.try_disconnect().map_err(RequestError::from),
         }
     }
 }

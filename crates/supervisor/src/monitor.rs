@@ -29,6 +29,7 @@ mod stop;
 use crate::backoff::Backoff;
 use crate::connection::ConnectionHandle;
 use crate::fleet::Fleet;
+use crate::mail::Mail;
 use crate::plan::{plan, validate_all};
 use crate::recorder::Recorder;
 use crate::shutdown::Shutdown;
@@ -87,6 +88,7 @@ pub struct Monitor {
     settings: Arc<Settings>,
     reserve: Duration,
     recorder: Recorder,
+    mail: Mail,
     shutdown: Shutdown,
     token: CancellationToken,
     fleet: watch::Sender<Arc<Fleet>>,
@@ -119,6 +121,7 @@ impl Monitor {
         pool: PgPool,
         options: MonitorOptions,
         recorder: Recorder,
+        mail: Mail,
         shutdown: Shutdown,
         tracked: Tasks,
         fleet: watch::Sender<Arc<Fleet>>,
@@ -129,6 +132,7 @@ impl Monitor {
             settings: options.settings,
             reserve: options.final_write_reserve,
             recorder,
+            mail,
             token: shutdown.token().clone(),
             shutdown,
             fleet,
@@ -296,6 +300,7 @@ impl Monitor {
             &mut self.tasks,
             &self.tracked,
             predecessors,
+            self.mail.clone(),
         );
         self.actors.insert(id, Actor { handle, abort });
     }

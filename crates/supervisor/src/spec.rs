@@ -68,6 +68,14 @@ pub struct ConnectionSpec {
     pub reconnect_cooldown_max: Duration,
     /// Largest packet accepted or sent.
     pub max_packet_size: u32,
+    /// Store received messages in `mqtt_inbox`.
+    pub store_inbound: bool,
+    /// Signs outbox payloads in an HMAC envelope (docs/hmac.md).
+    pub hmac_secret: Option<Secret>,
+    /// Checks inbound envelopes and stores the verdict.
+    pub verify_inbound_hmac: bool,
+    /// Outbox publishes sent and not yet acknowledged, at most.
+    pub outbox_window: u16,
 }
 
 /// A row that cannot be run, with the reason in words.
@@ -187,6 +195,9 @@ impl ConnectionSpec {
             }
             checks::password(password)?;
         }
+        if row.hmac_secret.as_deref() == Some("") && !row.verify_inbound_hmac {
+            return Err(RowError::HmacSecretEmpty);
+        }
         if row.verify_inbound_hmac && row.hmac_secret.as_deref().is_none_or(str::is_empty) {
             return Err(RowError::HmacSecretMissing);
         }
@@ -240,6 +251,10 @@ impl ConnectionSpec {
             reconnect_cooldown_max: s.reconnect_cooldown_max,
             // Validated in settings to fit MQTT's limit, which fits u32.
             max_packet_size: u32::try_from(s.max_packet_size.0).unwrap_or(u32::MAX),
+            store_inbound: row.store_inbound,
+            hmac_secret: row.hmac_secret.clone().map(Secret::new),
+            verify_inbound_hmac: row.verify_inbound_hmac,
+            outbox_window: s.outbox_window,
         };
         spec.check_packet_sizes()?;
         Ok(spec)
@@ -291,11 +306,18 @@ impl ConnectionSpec {
         );
         check(self.subscriptions != old.subscriptions, "subscriptions");
         check(
+            self.store_inbound != old.store_inbound
+                || self.hmac_secret != old.hmac_secret
+                || self.verify_inbound_hmac != old.verify_inbound_hmac,
+            "message handling",
+        );
+        check(
             self.connect_timeout != old.connect_timeout
                 || self.takeover_window != old.takeover_window
                 || self.reconnect_cooldown != old.reconnect_cooldown
                 || self.reconnect_cooldown_max != old.reconnect_cooldown_max
-                || self.max_packet_size != old.max_packet_size,
+                || self.max_packet_size != old.max_packet_size
+                || self.outbox_window != old.outbox_window,
             "settings",
         );
         changed

@@ -26,17 +26,23 @@ pub enum TaskKind {
     Listener,
     /// One `ConnectionManager` per enabled row.
     Connection,
+    /// Writes received messages to `mqtt_inbox`.
+    Inbox,
+    /// Wakes actors for new outbox rows, marks rows, prunes old messages.
+    Outbox,
 }
 
 impl TaskKind {
     /// Every kind, in the order the exit log lists them.
-    pub const ALL: [TaskKind; 6] = [
+    pub const ALL: [TaskKind; 8] = [
         TaskKind::Http,
         TaskKind::LockKeeper,
         TaskKind::Recorder,
         TaskKind::Monitor,
         TaskKind::Listener,
         TaskKind::Connection,
+        TaskKind::Inbox,
+        TaskKind::Outbox,
     ];
 
     /// The name used in log lines.
@@ -48,6 +54,8 @@ impl TaskKind {
             TaskKind::Monitor => "monitor",
             TaskKind::Listener => "listener",
             TaskKind::Connection => "connection",
+            TaskKind::Inbox => "inbox writer",
+            TaskKind::Outbox => "outbox",
         }
     }
 }

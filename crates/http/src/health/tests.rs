@@ -62,6 +62,7 @@ fn app(fleet: Fleet, pool: Option<PgPool>) -> AppState {
         started: Instant::now(),
         instance_id: "bfg_back".to_owned(),
         version: "0.1.0",
+        inbox: Arc::new(OnceLock::new()),
     }
 }
 
@@ -78,7 +79,7 @@ fn assessment_follows_the_contract() {
         (false, &[], true, "critical"),
     ];
     for (running, statuses, db, expected) in cases {
-        let (report, code) = assess(&fleet(*running, statuses), *db, false);
+        let (report, code) = assess(&fleet(*running, statuses), *db, true, false);
         assert_eq!(report.status, *expected, "{running} {statuses:?} {db}");
         let want = if *expected == "critical" { 503 } else { 200 };
         assert_eq!(code.as_u16(), want);

@@ -1,22 +1,32 @@
 //! The actor's task: the connect / serve / back off loop.
 
+mod inbound;
+mod outbound;
 mod traffic;
 
 use super::policy::{Judgement, Policy, Unanswered};
 use super::report::{Context, Level, Report, report};
-use crate::link::{Ack, Link, LinkError, LinkEvent};
+use crate::inbox::Stored;
+use crate::link::{Link, LinkError, LinkEvent};
+use crate::mail::Mail;
 use crate::recorder::Recorder;
 use crate::spec::ConnectionSpec;
 use crate::state::{ConnectionState, Status};
 use crate::tasks::TaskGuard;
 use chrono::Utc;
-use std::collections::VecDeque;
+use inbound::InboundState;
+use outbound::Outbound;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use store::{OutboxRow, StoreError};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// A read of outbox rows: (after, limit, rows).
+type Fetch = Pin<Box<dyn Future<Output = (i64, i64, Result<Vec<OutboxRow>, StoreError>)> + Send>>;
 
 /// Why the serve loop ended.
 enum Ending {
@@ -37,9 +47,16 @@ pub(super) struct ConnectionManager {
     failures_in_a_row: u32,
     /// Our requests of the current connection the broker has not answered.
     unanswered: Unanswered,
-    /// Received QoS 1/2 messages of the current connection to acknowledge,
-    /// in the order received.
-    acks: VecDeque<Ack>,
+    /// The inbox writer's queue and the outbox hub.
+    mail: Mail,
+    /// Received messages, their storage and acknowledgements.
+    inbound: InboundState,
+    /// Where the inbox writer answers for the current connection.
+    stored_tx: mpsc::UnboundedSender<Stored>,
+    /// The connection's outbox rows.
+    outbound: Outbound,
+    /// No outbox read before this (after a database error).
+    fetch_after: Instant,
 }
 
 /// The actor was stopped while waiting.
@@ -53,7 +70,9 @@ impl ConnectionManager {
         token: CancellationToken,
         predecessors: Vec<super::ConnectionHandle>,
         task: TaskGuard,
+        mail: Mail,
     ) -> Self {
+        let spec_window = spec.outbox_window;
         let policy = Policy::new(
             spec.takeover_window,
             spec.reconnect_cooldown,
@@ -69,7 +88,11 @@ impl ConnectionManager {
             _task: task,
             failures_in_a_row: 0,
             unanswered: Unanswered::default(),
-            acks: VecDeque::new(),
+            outbound: Outbound::new(spec_window),
+            mail,
+            inbound: InboundState::default(),
+            stored_tx: mpsc::unbounded_channel().0,
+            fetch_after: Instant::now(),
         }
     }
 
@@ -111,7 +134,7 @@ impl ConnectionManager {
             }
             self.policy.attempt(Instant::now());
             let outcome = loop {
-                let attempt = tokio::time::timeout(self.spec.connect_timeout, link.poll());
+                let attempt = tokio::time::timeout(self.spec.connect_timeout, link.events.poll());
                 match self.until_stopped(attempt).await {
                     Err(_) => return self.finish(),
                     Ok(Ok(Ok(LinkEvent::ConnAck))) => break None,
@@ -119,7 +142,7 @@ impl ConnectionManager {
                     Ok(Ok(Ok(_))) => continue,
                     Ok(Ok(Err(e))) => {
                         // Nothing of a failed attempt matters later.
-                        drop(link.leftovers());
+                        drop(link.events.leftovers());
                         break Some(e);
                     }
                     Ok(Err(_elapsed)) => break Some(LinkError::ConnectTimeout),
@@ -135,14 +158,14 @@ impl ConnectionManager {
             self.policy.connected();
             self.unanswered = Unanswered::default();
             // Acks of an earlier connection mean nothing on this one.
-            self.acks.clear();
+            self.inbound.reset();
 
             let connected_at = Instant::now();
             if connected_before {
                 self.state.send_modify(|s| s.reconnects += 1);
             }
             connected_before = true;
-            self.announce(&link);
+            self.announce(&link.client);
             if self.failures_in_a_row > 0 {
                 tracing::info!(broker = %self.spec.broker(), "Connected again.");
             } else {

@@ -16,7 +16,8 @@ pub enum LinkEvent {
     Message(Box<Inbound>),
     /// SUBACK; `refused` filters were rejected.
     SubAck { refused: usize },
-    /// Our QoS 1 or 2 PUBLISH with this packet id was written.
+    /// Our PUBLISH was written; its packet id (0 at QoS 0). They come in
+    /// the order the publishes were queued.
     PublishSent { pkid: u16 },
     /// Our SUBSCRIBE was written.
     SubscribeSent,
@@ -121,7 +122,7 @@ pub(super) fn map_v4_event(e: rumqttc::Event) -> LinkEvent {
         },
         Event::Incoming(Incoming::PubRec(r)) => LinkEvent::PubRec { pkid: r.pkid },
         Event::Incoming(Incoming::PubComp(c)) => LinkEvent::PubComp { pkid: c.pkid },
-        Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::PublishSent { pkid },
+        Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::PublishSent { pkid },
         Event::Outgoing(Outgoing::Subscribe(_)) => LinkEvent::SubscribeSent,
         Event::Outgoing(Outgoing::Disconnect) => LinkEvent::DisconnectSent,
         _ => LinkEvent::Other,
@@ -158,7 +159,7 @@ pub(super) fn map_v5_event(e: v5::Event) -> LinkEvent {
         },
         Event::Incoming(Packet::PubRec(r)) => LinkEvent::PubRec { pkid: r.pkid },
         Event::Incoming(Packet::PubComp(c)) => LinkEvent::PubComp { pkid: c.pkid },
-        Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::PublishSent { pkid },
+        Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::PublishSent { pkid },
         Event::Outgoing(Outgoing::Subscribe(_)) => LinkEvent::SubscribeSent,
         Event::Outgoing(Outgoing::Disconnect) => LinkEvent::DisconnectSent,
         _ => LinkEvent::Other,

@@ -28,6 +28,7 @@ fn monitor(pool: PgPool) -> (Monitor, FleetWatch, CancellationToken) {
     let shutdown = Shutdown::new(Duration::from_secs(5));
     let token = shutdown.token().clone();
     let (tx, rx) = Fleet::channel();
+    let (mail, _tasks) = crate::Mail::new(pool.clone(), &settings());
     let m = Monitor::new(
         pool,
         MonitorOptions {
@@ -35,6 +36,7 @@ fn monitor(pool: PgPool) -> (Monitor, FleetWatch, CancellationToken) {
             final_write_reserve: Duration::from_millis(500),
         },
         Recorder::new("t"),
+        mail,
         shutdown,
         Tasks::new(),
         tx,

@@ -61,6 +61,9 @@ pub enum RowError {
     /// MQTT has no password without a user name.
     #[error("password is set without username (MQTT needs both)")]
     PasswordWithoutUser,
+    /// An empty HMAC secret would sign with an empty key.
+    #[error("hmac_secret is empty: set a secret, or NULL to sign nothing")]
+    HmacSecretEmpty,
     /// HMAC verification without a secret.
     #[error("verify_inbound_hmac is on but hmac_secret is empty")]
     HmacSecretMissing,

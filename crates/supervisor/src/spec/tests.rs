@@ -134,8 +134,12 @@ fn specs_compare_by_effective_configuration() {
     let a = ConnectionSpec::from_row(&row(1, "a"), &settings()).unwrap();
     let mut r = row(1, "a");
     r.updated_at = Utc::now() + chrono::Duration::hours(1);
-    r.store_inbound = false;
     assert_eq!(a, ConnectionSpec::from_row(&r, &settings()).unwrap());
+    r.store_inbound = false;
+    let b = ConnectionSpec::from_row(&r, &settings()).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(b.changes_from(&a), vec!["message handling"]);
+    r.store_inbound = true;
     r.password = Some("new".into());
     r.username = Some("u".into());
     assert_ne!(a, ConnectionSpec::from_row(&r, &settings()).unwrap());

@@ -1,48 +1,142 @@
 //! The actor's traffic while connected: announce after CONNACK, serve
-//! (poll, note events, acknowledge), and the goodbye on stop.
+//! (poll, take in messages, publish outbox rows, acknowledge), and the
+//! goodbye on stop.
+//!
+//! One `poll()` future lives across everything else the actor waits for
+//! (answers of the inbox writer, room in its queue, outbox wake-ups and
+//! fetches): rumqttc's `poll` is not cancel-safe (a publish it has taken
+//! from its queue and not yet written would be lost), so it is only ever
+//! dropped when the actor stops.
 
-use super::{ConnectionManager, Ending};
-use crate::link::{Link, LinkEvent};
+use super::{ConnectionManager, Ending, Fetch};
+use crate::link::{Client, Link, LinkError, LinkEvent};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Pause before fetching outbox rows again after a database error.
+const FETCH_RETRY: Duration = Duration::from_secs(1);
 
 impl ConnectionManager {
     /// After CONNACK: retained `online`, then the subscriptions (lost with a
     /// clean session, so sent after every CONNACK).
-    pub(super) fn announce(&self, link: &Link) {
-        if let Some(topic) = &self.spec.status_topic
-            && let Err(e) = link.publish_status(topic, "online")
-        {
-            tracing::warn!(error = %e, "Could not queue the `online` status.");
+    pub(super) fn announce(&mut self, client: &Client) {
+        if let Some(topic) = &self.spec.status_topic {
+            match client.publish_status(topic, "online") {
+                Ok(()) => self.outbound.queued_status(),
+                Err(e) => tracing::warn!(error = %e, "Could not queue the `online` status."),
+            }
         }
-        if let Err(e) = link.subscribe(&self.spec.subscriptions) {
+        if let Err(e) = client.subscribe(&self.spec.subscriptions) {
             tracing::warn!(error = %e, "Could not queue the subscriptions.");
         }
     }
 
     /// Polls while connected, until the connection ends or a stop arrives.
     pub(super) async fn serve(&mut self, link: &mut Link) -> Ending {
+        let Link { client, events } = link;
+        let waker = self.mail.outbox.waker(self.spec.id);
+        let inbox = self.mail.inbox.clone();
+        let token = self.token.clone();
+        // The writer's answers for this connection only: answers for an
+        // earlier one go to a receiver that is gone.
+        let (stored_tx, mut stored_rx) = mpsc::unbounded_channel();
+        self.stored_tx = stored_tx;
+        let mut fetch: Option<Fetch> = None;
         loop {
-            let event = tokio::select! {
-                () = self.token.cancelled() => return Ending::Stop,
-                event = link.poll() => event,
+            self.pump(client, &mut fetch);
+            let event = {
+                let poll = events.poll();
+                tokio::pin!(poll);
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return Ending::Stop,
+                        event = &mut poll => break event,
+                        Some(stored) = stored_rx.recv() => self.stored(stored),
+                        permit = inbox.reserve(), if !self.inbound.backlog.is_empty() => {
+                            if let (Some(permit), Some(item)) = (permit, self.inbound.backlog.pop_front()) {
+                                permit.send(item);
+                            }
+                        }
+                        () = waker.notified() => self.outbound.more = true,
+                        (after, limit, rows) = fetched(&mut fetch), if fetch.is_some() => {
+                            fetch = None;
+                            match rows {
+                                Ok(rows) => self.outbound.fetched(after, limit, rows),
+                                Err(e) => {
+                                    self.outbound.fetching = false;
+                                    tracing::warn!(error = %e, "Cannot read the outbox; retrying.");
+                                    self.fetch_after = Instant::now() + FETCH_RETRY;
+                                }
+                            }
+                        }
+                        () = tokio::time::sleep_until(self.fetch_after), if self.fetch_after > Instant::now() => {}
+                    }
+                    self.pump(client, &mut fetch);
+                }
             };
             match event {
                 Ok(event) => {
-                    self.note(event);
-                    self.send_acks(link);
-                }
-                Err(e) => {
-                    // Acks read together with the close still count.
-                    for event in link.leftovers() {
-                        self.note(event);
+                    if let Err(e) = self.note(event) {
+                        return self.lost(events, e);
                     }
-                    return Ending::Lost(e);
                 }
+                Err(e) => return self.lost(events, e),
             }
         }
     }
 
+    /// The connection ended with `error`.
+    fn lost(&mut self, events: &mut crate::link::Events, error: LinkError) -> Ending {
+        // Acks read together with the close still count.
+        for event in events.leftovers() {
+            // An error here changes nothing: the connection is gone.
+            let _ = self.note(event);
+        }
+        self.outbound.connection_lost();
+        self.mail.outbox.mark(self.outbound.take_marks());
+        Ending::Lost(error)
+    }
+
+    /// Everything that may be due after an event: acknowledgements,
+    /// outbox rows to queue, a fetch to start, marks to write.
+    fn pump(&mut self, client: &Client, fetch: &mut Option<Fetch>) {
+        self.send_acks(client);
+        while let Some(row) = self.outbound.next_row() {
+            let qos = u8::try_from(row.qos).unwrap_or(1).min(2);
+            match super::outbound::prepare(&self.spec, &row) {
+                Err(reason) => self.outbound.fail(row.id, reason),
+                Ok(payload) => {
+                    match client.publish_row(&row.topic, payload, qos, row.retain, row.id) {
+                        Ok(()) => self.outbound.queued_row(row.id, qos),
+                        Err(_full) => {
+                            self.outbound.put_back(row);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if fetch.is_none()
+            && Instant::now() >= self.fetch_after
+            && let Some((after, limit)) = self.outbound.fetch_due()
+        {
+            self.outbound.fetching = true;
+            let pool = self.mail.outbox.pool().clone();
+            let id = self.spec.id;
+            *fetch = Some(Box::pin(async move {
+                let rows = store::pending_outbox(&pool, id, after, limit).await;
+                (after, limit, rows)
+            }));
+        }
+        self.mail.outbox.mark(self.outbound.take_marks());
+    }
+
     /// Takes note of one event of the live connection.
-    fn note(&mut self, event: LinkEvent) {
+    fn note(&mut self, event: LinkEvent) -> Result<(), LinkError> {
+        if !matches!(event, LinkEvent::Message(_)) {
+            tracing::trace!(?event, "Event.");
+        }
         match event {
             LinkEvent::Message(message) => {
                 tracing::trace!(
@@ -52,22 +146,27 @@ impl ConnectionManager {
                     retain = message.retain,
                     "Message received."
                 );
-                // Nothing stores messages yet: each is acknowledged as
-                // soon as it is read, in the order read (MQTT's rule).
-                if let Some(ack) = message.ack {
-                    self.acks.push_back(ack);
+                self.receive(*message)?;
+            }
+            LinkEvent::PublishSent { pkid } => {
+                if self.outbound.written(pkid) {
+                    self.unanswered.status = true;
                 }
             }
-            LinkEvent::PublishSent { .. } => self.unanswered.status = true,
             LinkEvent::SubscribeSent => self.unanswered.subscribe = true,
-            LinkEvent::PubAck { refused, .. } => {
-                self.unanswered.status = false;
-                if let Some(why) = refused {
-                    tracing::warn!(
-                        topic = ?self.spec.status_topic,
-                        "Broker refused our status publish ({why}); check the broker's ACL for this user."
-                    );
+            LinkEvent::PubAck { pkid, refused } => {
+                if self.outbound.acked(pkid, refused.clone()) == super::outbound::Acked::Other {
+                    self.unanswered.status = false;
+                    if let Some(why) = refused {
+                        tracing::warn!(
+                            topic = ?self.spec.status_topic,
+                            "Broker refused our status publish ({why}); check the broker's ACL for this user."
+                        );
+                    }
                 }
+            }
+            LinkEvent::PubComp { pkid } => {
+                self.outbound.completed(pkid);
             }
             LinkEvent::SubAck { refused } => {
                 self.unanswered.subscribe = false;
@@ -80,32 +179,22 @@ impl ConnectionManager {
             }
             LinkEvent::ConnAck
             | LinkEvent::PubRec { .. }
-            | LinkEvent::PubComp { .. }
             | LinkEvent::DisconnectSent
             | LinkEvent::Other => {}
         }
-    }
-
-    /// Queues the acknowledgements due, in order, as far as rumqttc's
-    /// request queue takes them; the rest go after the next poll. That poll
-    /// comes: a full queue holds a request, and handling it is an event.
-    fn send_acks(&mut self, link: &Link) {
-        while let Some(ack) = self.acks.front() {
-            if link.ack(*ack).is_err() {
-                break;
-            }
-            self.acks.pop_front();
-        }
+        Ok(())
     }
 
     /// Retained `offline`, then DISCONNECT; polls until it is written.
     pub(super) async fn goodbye(&mut self, link: &mut Link) {
+        self.outbound.connection_lost();
+        self.mail.outbox.mark(self.outbound.take_marks());
         if let Some(topic) = &self.spec.status_topic
-            && let Err(e) = link.publish_status(topic, "offline")
+            && let Err(e) = link.client.publish_status(topic, "offline")
         {
             tracing::warn!(error = %e, "Could not queue the `offline` status.");
         }
-        if let Err(e) = link.disconnect() {
+        if let Err(e) = link.client.disconnect() {
             tracing::warn!(error = %e, "Could not queue DISCONNECT; dropping the connection.");
             return;
         }
@@ -117,7 +206,7 @@ impl ConnectionManager {
         let drain = async {
             let mut sent = false;
             loop {
-                match link.poll().await {
+                match link.events.poll().await {
                     Ok(LinkEvent::DisconnectSent) => sent = true,
                     Ok(_) => {}
                     Err(_) => return sent,
@@ -131,5 +220,12 @@ impl ConnectionManager {
                 "Broker did not close the connection after DISCONNECT within the connect timeout."
             ),
         }
+    }
+}
+
+async fn fetched(fetch: &mut Option<Fetch>) -> <Fetch as std::future::Future>::Output {
+    match fetch {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,213 @@
+//! The inbox writer: received messages of every connection go through one
+//! bounded queue into `mqtt_inbox`, a batch per statement (whatever waits,
+//! up to [`BATCH`] rows), so 20,000 messages a second are a few dozen
+//! statements.
+//!
+//! Nothing acknowledged is lost: a QoS 1 or 2 message carries a reply
+//! address, and the writer answers only after its batch has committed; the
+//! actor acknowledges to the broker then. While the database is down the
+//! writer keeps its batch and retries; the queue fills, actors stop taking
+//! QoS 1/2 messages off the wire into it (the broker's window fills and it
+//! stops sending: backpressure) and drop QoS 0 messages beyond the queue,
+//! counted and logged. Values the database refuses (which retrying cannot
+//! fix) are dropped one by one, counted and logged, and acknowledged.
+
+use crate::backoff::Backoff;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use store::{InboundRecord, PgPool};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Rows per INSERT at most.
+pub const BATCH: usize = 1_000;
+
+/// Tells an actor that its message number `seq` of connection `generation`
+/// is stored (or will never be: refused by the database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub generation: u64,
+    pub seq: u64,
+}
+
+/// One message for the writer.
+pub(crate) struct Item {
+    pub record: InboundRecord,
+    pub reply: Option<(mpsc::UnboundedSender<Stored>, Stored)>,
+}
+
+/// Counters for health and logs.
+#[derive(Debug, Default)]
+pub struct InboxStats {
+    /// Rows committed.
+    pub stored: AtomicU64,
+    /// QoS 0 messages dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Rows the database refused.
+    pub rejected: AtomicU64,
+    /// The last write failed and is being retried.
+    pub failing: AtomicBool,
+}
+
+/// The actors' side of the writer; cheap to clone.
+#[derive(Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<Item>,
+    stats: Arc<InboxStats>,
+}
+
+/// The writer task's side.
+pub struct InboxWriter {
+    rx: mpsc::Receiver<Item>,
+    stats: Arc<InboxStats>,
+}
+
+impl Inbox {
+    /// A queue of `capacity` messages and its writer.
+    pub fn new(capacity: usize) -> (Inbox, InboxWriter) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let stats = Arc::new(InboxStats::default());
+        (
+            Inbox {
+                tx,
+                stats: stats.clone(),
+            },
+            InboxWriter { rx, stats },
+        )
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &InboxStats {
+        &self.stats
+    }
+
+    /// Queues `item`, or hands it back when the queue is full (or gone).
+    pub(crate) fn try_send(&self, item: Item) -> Result<(), Box<Item>> {
+        self.tx.try_send(item).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item) => {
+                Box::new(item)
+            }
+        })
+    }
+
+    /// Waits for room in the queue.
+    pub(crate) async fn reserve(&self) -> Option<mpsc::Permit<'_, Item>> {
+        self.tx.reserve().await.ok()
+    }
+
+    /// Counts a QoS 0 message dropped for want of room; true for the ones
+    /// worth a log line (the first, then every 1,000th).
+    pub(crate) fn count_dropped(&self) -> bool {
+        let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        n.is_multiple_of(1_000)
+    }
+}
+
+impl InboxWriter {
+    /// Writes until `token` is cancelled, then writes what is queued once
+    /// more (the caller bounds how long).
+    pub async fn run(mut self, pool: PgPool, token: CancellationToken) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let got = tokio::select! {
+                () = token.cancelled() => break,
+                n = self.rx.recv_many(&mut batch, BATCH) => n,
+            };
+            if got == 0 {
+                return;
+            }
+            if !self.write(&pool, &mut batch, &token).await {
+                break;
+            }
+        }
+        // Shutdown: what is queued, once, without retrying.
+        self.rx.close();
+        while self.rx.recv_many(&mut batch, BATCH).await > 0 {
+            if store::insert_inbound(&pool, &records(&batch))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    messages = batch.len(),
+                    "Could not store the last received messages at shutdown; unacknowledged ones will be sent again by brokers with a persistent session."
+                );
+                return;
+            }
+            self.done(&mut batch);
+        }
+    }
+
+    /// Writes `batch`, retrying while the database is unreachable; false
+    /// when stopped first (the batch is kept for the final write).
+    async fn write(
+        &mut self,
+        pool: &PgPool,
+        batch: &mut Vec<Item>,
+        token: &CancellationToken,
+    ) -> bool {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match store::insert_inbound(pool, &records(batch)).await {
+                Ok(()) => {
+                    if self.stats.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!("Storing received messages again.");
+                    }
+                    self.done(batch);
+                    return true;
+                }
+                Err(e) if e.is_rejected() => {
+                    self.one_by_one(pool, batch).await;
+                    return true;
+                }
+                Err(e) => {
+                    let delay = backoff.next_ceiling();
+                    if !self.stats.failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            error = %e, messages = batch.len(),
+                            "Cannot store received messages; holding them and retrying (brokers wait for the acknowledgements)."
+                        );
+                    }
+                    if token
+                        .run_until_cancelled(tokio::time::sleep(delay))
+                        .await
+                        .is_none()
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A batch the database refused: each row alone, dropping the refused.
+    async fn one_by_one(&mut self, pool: &PgPool, batch: &mut Vec<Item>) {
+        for item in batch.iter() {
+            if let Err(e) = store::insert_inbound(pool, &[&item.record]).await {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    connection_id = item.record.connection_id, error = %e,
+                    "The database refused a received message; dropped."
+                );
+            }
+        }
+        self.done(batch);
+    }
+
+    /// Answers the batch's QoS 1/2 messages and empties it.
+    fn done(&self, batch: &mut Vec<Item>) {
+        self.stats
+            .stored
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for item in batch.drain(..) {
+            if let Some((reply, stored)) = item.reply {
+                // The actor may be gone (stopped): nothing to acknowledge.
+                let _ = reply.send(stored);
+            }
+        }
+    }
+}
+
+fn records(batch: &[Item]) -> Vec<&InboundRecord> {
+    batch.iter().map(|i| &i.record).collect()
+}
