@@ -124,7 +124,7 @@ async fn migrate_says_what_it_applied(pool: PgPool) {
     assert!(
         first
             .output()
-            .contains("Applied 1 migration: 20261122000001 connections."),
+            .contains("Applied 2 migrations: 20261122000001 connections, 20261206000001 messages."),
         "{}",
         first.output()
     );

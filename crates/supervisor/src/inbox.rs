@@ -17,11 +17,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use store::{InboundRecord, PgPool};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Rows per INSERT at most.
 pub const BATCH: usize = 1_000;
+
+/// Payload and topic bytes waiting for the writer, all connections
+/// together, in KiB: besides MQTT_INBOX_BUFFER messages, the queue holds at
+/// most this much (a message larger than all of it passes alone), so a
+/// flood of large messages cannot grow memory while the database is slow.
+const QUEUE_KIB: u32 = 8 * 1024;
 
 /// Tells an actor that its message number `seq` of connection `generation`
 /// is stored (or will never be: refused by the database).
@@ -35,6 +41,32 @@ pub(crate) struct Stored {
 pub(crate) struct Item {
     pub record: InboundRecord,
     pub reply: Option<(mpsc::UnboundedSender<Stored>, Stored)>,
+    /// Its share of [`QUEUE_KIB`], given back when it is written.
+    pub bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl Item {
+    /// KiB of the queue's byte budget this message takes.
+    fn kib(&self) -> u32 {
+        let bytes = self.record.payload.len() + self.record.topic.len();
+        u32::try_from(bytes / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(QUEUE_KIB)
+    }
+}
+
+/// Room in the queue for one message: a slot and its bytes.
+pub(crate) struct Room {
+    slot: mpsc::OwnedPermit<Item>,
+    bytes: OwnedSemaphorePermit,
+}
+
+impl Room {
+    /// Queues `item` in the room taken for it.
+    pub fn send(self, mut item: Item) {
+        item.bytes = Some(self.bytes);
+        self.slot.send(item);
+    }
 }
 
 /// Counters for health and logs.
@@ -54,6 +86,7 @@ pub struct InboxStats {
 #[derive(Clone)]
 pub struct Inbox {
     tx: mpsc::Sender<Item>,
+    bytes: Arc<Semaphore>,
     stats: Arc<InboxStats>,
 }
 
@@ -71,6 +104,7 @@ impl Inbox {
         (
             Inbox {
                 tx,
+                bytes: Arc::new(Semaphore::new(QUEUE_KIB as usize)),
                 stats: stats.clone(),
             },
             InboxWriter { rx, stats },
@@ -82,18 +116,35 @@ impl Inbox {
         &self.stats
     }
 
-    /// Queues `item`, or hands it back when the queue is full (or gone).
-    pub(crate) fn try_send(&self, item: Item) -> Result<(), Box<Item>> {
-        self.tx.try_send(item).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item) => {
-                Box::new(item)
-            }
+    /// Queues `item`, or hands it back when the queue is full (in
+    /// messages or bytes) or gone.
+    pub(crate) fn try_send(&self, mut item: Item) -> Result<(), Box<Item>> {
+        let Ok(bytes) = self.bytes.clone().try_acquire_many_owned(item.kib()) else {
+            return Err(Box::new(item));
+        };
+        item.bytes = Some(bytes);
+        self.tx.try_send(item).map_err(|e| {
+            let mut item = match e {
+                mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item) => {
+                    item
+                }
+            };
+            item.bytes = None;
+            Box::new(item)
         })
     }
 
-    /// Waits for room in the queue.
-    pub(crate) async fn reserve(&self) -> Option<mpsc::Permit<'_, Item>> {
-        self.tx.reserve().await.ok()
+    /// Waits for room for `item` (which stays with the caller: dropping
+    /// this future loses nothing). `None` when the writer is gone.
+    pub(crate) async fn room_for(&self, item: &Item) -> Option<Room> {
+        let bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(item.kib())
+            .await
+            .ok()?;
+        let slot = self.tx.clone().reserve_owned().await.ok()?;
+        Some(Room { slot, bytes })
     }
 
     /// Counts a QoS 0 message dropped for want of room; true for the ones

@@ -5,16 +5,22 @@
 use super::ConnectionManager;
 use crate::envelope::Verifier;
 use crate::inbox::{Item, Stored};
-use crate::link::{Ack, Client, Inbound, InboundProperties, LinkError};
+use crate::link::{Ack, Client, Inbound, InboundProperties};
 use crate::topic;
 use chrono::Utc;
 use std::collections::VecDeque;
 use store::InboundRecord;
 
-/// Messages held by one actor while the writer's queue is full. QoS 1/2
-/// messages wait here unacknowledged, so a broker that respects flow
-/// control never gets near it; one that keeps sending is cut off.
+/// Messages held by one actor while the writer's queue is full (QoS 1/2
+/// unacknowledged, and QoS 0 behind them, in order). At this many, or
+/// [`BACKLOG_BYTES`], the actor stops reading from the broker until the
+/// writer takes some: the socket's buffers fill and the broker has to wait
+/// (Mosquitto 2.0 was seen sending thousands of unacknowledged QoS 1
+/// messages to a v3.1.1 client, so its window alone does not bound this).
 pub(super) const BACKLOG_MAX: usize = 1_000;
+
+/// The same in payload bytes.
+pub(super) const BACKLOG_BYTES: usize = 8 << 20;
 
 /// An acknowledgement owed to the broker.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +42,8 @@ pub(super) struct InboundState {
     owed: VecDeque<OwedAck>,
     /// Messages waiting for room in the writer's queue, in order.
     pub backlog: VecDeque<Item>,
+    /// Their payload bytes.
+    pub backlog_bytes: usize,
     verifier: Verifier,
 }
 
@@ -47,14 +55,27 @@ impl InboundState {
         self.stored_upto = 0;
         self.owed.clear();
         self.backlog.clear();
+        self.backlog_bytes = 0;
+    }
+
+    /// Queues `item` behind the others.
+    pub fn hold(&mut self, item: Item) {
+        self.backlog_bytes += item.record.payload.len();
+        self.backlog.push_back(item);
+    }
+
+    /// The oldest held message, to hand to the writer.
+    pub fn take(&mut self) -> Option<Item> {
+        let item = self.backlog.pop_front()?;
+        self.backlog_bytes = self.backlog_bytes.saturating_sub(item.record.payload.len());
+        Some(item)
     }
 }
 
 impl ConnectionManager {
     /// Takes a received message: stores it when it should be, and owes its
-    /// acknowledgement. An error ends the connection (a broker that ignores
-    /// flow control).
-    pub(super) fn receive(&mut self, message: Inbound) -> Result<(), LinkError> {
+    /// acknowledgement.
+    pub(super) fn receive(&mut self, message: Inbound) {
         let store = self.spec.store_inbound
             && self.spec.status_topic.as_deref() != Some(message.topic.as_str())
             && self
@@ -67,7 +88,7 @@ impl ConnectionManager {
             if let Some(ack) = message.ack {
                 self.inbound.owed.push_back(OwedAck { ack, seq: None });
             }
-            return Ok(());
+            return;
         }
         let record = self.record(&message);
         let reply = match message.ack {
@@ -87,32 +108,35 @@ impl ConnectionManager {
             }
         };
         let qos0 = reply.is_none();
-        let item = Item { record, reply };
+        let item = Item {
+            record,
+            reply,
+            bytes: None,
+        };
         if self.inbound.backlog.is_empty() {
             match self.mail.inbox.try_send(item) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 Err(item) if qos0 => {
                     drop(item);
                     self.dropped();
-                    return Ok(());
+                    return;
                 }
                 Err(item) => {
-                    self.inbound.backlog.push_back(*item);
-                    return Ok(());
+                    self.inbound.hold(*item);
+                    return;
                 }
             }
         }
-        if self.inbound.backlog.len() >= BACKLOG_MAX {
-            if qos0 {
-                self.dropped();
-                return Ok(());
-            }
-            return Err(LinkError::Network(format!(
-                "the broker sent more than {BACKLOG_MAX} messages while the database was slow without waiting for acknowledgements (it ignores MQTT flow control); reconnecting"
-            )));
+        if qos0 && self.backlog_full() {
+            self.dropped();
+            return;
         }
-        self.inbound.backlog.push_back(item);
-        Ok(())
+        self.inbound.hold(item);
+    }
+
+    /// Reading from the broker pauses while this is true.
+    pub(super) fn backlog_full(&self) -> bool {
+        self.inbound.backlog.len() >= BACKLOG_MAX || self.inbound.backlog_bytes >= BACKLOG_BYTES
     }
 
     fn dropped(&self) {

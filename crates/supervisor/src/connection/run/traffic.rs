@@ -51,11 +51,12 @@ impl ConnectionManager {
                 loop {
                     tokio::select! {
                         () = token.cancelled() => return Ending::Stop,
-                        event = &mut poll => break event,
+                        // While too much waits for the writer, the broker waits.
+                        event = &mut poll, if !self.backlog_full() => break event,
                         Some(stored) = stored_rx.recv() => self.stored(stored),
-                        permit = inbox.reserve(), if !self.inbound.backlog.is_empty() => {
-                            if let (Some(permit), Some(item)) = (permit, self.inbound.backlog.pop_front()) {
-                                permit.send(item);
+                        room = room_for_first(&inbox, &self.inbound.backlog), if !self.inbound.backlog.is_empty() => {
+                            if let (Some(room), Some(item)) = (room, self.inbound.take()) {
+                                room.send(item);
                             }
                         }
                         () = waker.notified() => self.outbound.more = true,
@@ -146,7 +147,7 @@ impl ConnectionManager {
                     retain = message.retain,
                     "Message received."
                 );
-                self.receive(*message)?;
+                self.receive(*message);
             }
             LinkEvent::PublishSent { pkid } => {
                 if self.outbound.written(pkid) {
@@ -226,6 +227,17 @@ impl ConnectionManager {
 async fn fetched(fetch: &mut Option<Fetch>) -> <Fetch as std::future::Future>::Output {
     match fetch {
         Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Room in the writer's queue for the oldest held message.
+async fn room_for_first(
+    inbox: &crate::inbox::Inbox,
+    backlog: &std::collections::VecDeque<crate::inbox::Item>,
+) -> Option<crate::inbox::Room> {
+    match backlog.front() {
+        Some(item) => inbox.room_for(item).await,
         None => std::future::pending().await,
     }
 }
