@@ -38,14 +38,36 @@ async fn unsettled(pool: &PgPool) -> i64 {
 
 const ROWS: usize = 500;
 
+/// A broker, a connected row `site_1` and an observer of `site_1/cmd/#`.
+async fn connected_site(pool: &PgPool) -> (Broker, i64, Observer, App) {
+    let broker = Broker::start().await;
+    let id = insert(pool, &Row::new("site_1", broker.port())).await;
+    let observer = Observer::start(broker.port(), "site_1/cmd/#").await;
+    let app = App::spawn(&database_url(pool), &[]);
+    app.ready().await;
+    assert!(wait_status(pool, id, "connected", Duration::from_secs(10)).await);
+    (broker, id, observer, app)
+}
+
+/// Waits until every row is published or failed; else fails naming the
+/// rows left (id, qos, attempts).
+async fn settle_all(pool: &PgPool, app: &App, within: Duration) {
+    if eventually(within, || async { unsettled(pool).await == 0 }).await {
+        return;
+    }
+    let left: Vec<(i64, i16, i32)> = sqlx::query_as(
+        "SELECT id, qos, attempts FROM mqtt_outbox \
+         WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    panic!("unsettled (id, qos, attempts): {left:?}\n{}", app.output());
+}
+
 #[sqlx::test(migrator = "store::MIGRATOR")]
 async fn rows_are_published_in_order_and_marked_after_the_ack(pool: PgPool) {
-    let broker = Broker::start().await;
-    let id = insert(&pool, &Row::new("site_1", broker.port())).await;
-    let observer = Observer::start(broker.port(), "site_1/cmd/#").await;
-    let app = App::spawn(&database_url(&pool), &[]);
-    app.ready().await;
-    assert!(wait_status(&pool, id, "connected", Duration::from_secs(10)).await);
+    let (_broker, id, observer, app) = connected_site(&pool).await;
 
     // One statement, as an application would batch them; some at QoS 0.
     // (QoS 2 is left out: brokers deliver a QoS 2 message at PUBREL, after
@@ -62,23 +84,11 @@ async fn rows_are_published_in_order_and_marked_after_the_ack(pool: PgPool) {
     .await
     .unwrap();
     let started = std::time::Instant::now();
-    let done = eventually(Duration::from_secs(30), || async {
-        unsettled(&pool).await == 0
-    })
-    .await;
+    settle_all(&pool, &app, Duration::from_secs(30)).await;
     eprintln!(
         "{ROWS} outbox rows published in {:.2} s",
         started.elapsed().as_secs_f64()
     );
-    if !done {
-        let left: Vec<(i64, i16, i32)> = sqlx::query_as(
-            "SELECT id, qos, attempts FROM mqtt_outbox WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        panic!("unsettled (id, qos, attempts): {left:?}\n{}", app.output());
-    }
     let attempts: Vec<(i32, bool)> =
         sqlx::query_as("SELECT attempts, failed_at IS NULL FROM mqtt_outbox ORDER BY id")
             .fetch_all(&pool)
@@ -291,12 +301,7 @@ fn base64_of(text: &str) -> String {
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
 async fn qos2_rows_mixed_with_qos1_all_settle(pool: PgPool) {
-    let broker = Broker::start().await;
-    let id = insert(&pool, &Row::new("site_1", broker.port())).await;
-    let observer = Observer::start(broker.port(), "site_1/cmd/#").await;
-    let app = App::spawn(&database_url(&pool), &[("RUST_LOG", "info")]);
-    app.ready().await;
-    assert!(wait_status(&pool, id, "connected", Duration::from_secs(10)).await);
+    let (_broker, id, observer, app) = connected_site(&pool).await;
     sqlx::query(
         "INSERT INTO mqtt_outbox (connection_id, topic, payload, qos) \
          SELECT $1, 'site_1/cmd/' || (i % 3), convert_to(i::text, 'UTF8'), \
@@ -307,19 +312,7 @@ async fn qos2_rows_mixed_with_qos1_all_settle(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    let done = eventually(Duration::from_secs(20), || async {
-        unsettled(&pool).await == 0
-    })
-    .await;
-    if !done {
-        let left: Vec<(i64, i16, i32)> = sqlx::query_as(
-            "SELECT id, qos, attempts FROM mqtt_outbox WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        panic!("unsettled (id, qos, attempts): {left:?}\n{}", app.output());
-    }
+    settle_all(&pool, &app, Duration::from_secs(20)).await;
     assert!(
         eventually(Duration::from_secs(10), || async {
             observer.all().len() >= 500

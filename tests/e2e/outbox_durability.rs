@@ -125,6 +125,27 @@ async fn published(pool: &PgPool) -> i64 {
 
 const ROWS: i32 = 5_000;
 
+/// Waits until every row is published and the subscriber has each.
+async fn all_delivered(pool: &PgPool, subscriber: &Subscriber, app: &App) {
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            published(pool).await == i64::from(ROWS)
+        })
+        .await,
+        "{} of {ROWS} published\n{}",
+        published(pool).await,
+        app.output()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            subscriber.distinct() == ROWS as usize
+        })
+        .await,
+        "the subscriber got {} of {ROWS}",
+        subscriber.distinct()
+    );
+}
+
 #[sqlx::test(migrator = "store::MIGRATOR")]
 async fn a_broker_restart_mid_outbox_loses_no_row(pool: PgPool) {
     let mut broker = durable_broker().await;
@@ -147,23 +168,7 @@ async fn a_broker_restart_mid_outbox_loses_no_row(pool: PgPool) {
     );
     broker.restart().await;
     let at_restart = published(&pool).await;
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            published(&pool).await == i64::from(ROWS)
-        })
-        .await,
-        "{} of {ROWS} published\n{}",
-        published(&pool).await,
-        app.output()
-    );
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            subscriber.distinct() == ROWS as usize
-        })
-        .await,
-        "the subscriber got {} of {ROWS}",
-        subscriber.distinct()
-    );
+    all_delivered(&pool, &subscriber, &app).await;
     let retried: i64 = sqlx::query_scalar("SELECT count(*) FROM mqtt_outbox WHERE attempts > 1")
         .fetch_one(&pool)
         .await
@@ -198,23 +203,7 @@ async fn kill_9_mid_outbox_then_a_new_process_sends_the_rest(pool: PgPool) {
     let at_kill = published(&pool).await;
     let next = App::spawn(&database_url(&pool), &[("MQTT_OUTBOX_WINDOW", "16")]);
     next.ready().await;
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            published(&pool).await == i64::from(ROWS)
-        })
-        .await,
-        "{} of {ROWS} published\n{}",
-        published(&pool).await,
-        next.output()
-    );
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            subscriber.distinct() == ROWS as usize
-        })
-        .await,
-        "the subscriber got {} of {ROWS}",
-        subscriber.distinct()
-    );
+    all_delivered(&pool, &subscriber, &next).await;
     let duplicates = subscriber.total() - ROWS as usize;
     eprintln!("kill -9 after {at_kill} rows marked: {duplicates} duplicates");
     // The window (16) in flight, plus acknowledged rows whose mark had not

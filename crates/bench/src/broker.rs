@@ -40,6 +40,8 @@ impl Broker {
              user root\n\
              persistence false\n\
              max_connections -1\n\
+             # Bursts of messages for one client (bench messages) are queued, not dropped.\n\
+             max_queued_messages 0\n\
              listener {port} 127.0.0.1\n\
              allow_anonymous true\n\
              log_dest file {log}\n\

@@ -112,6 +112,11 @@ impl Database {
         Ok(done.rows_affected())
     }
 
+    /// The pool on the benchmark's database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Inserts one enabled row; returns its id.
     pub async fn insert_one(&self, name: &str, port: u16) -> anyhow::Result<i64> {
         sqlx::query_scalar(

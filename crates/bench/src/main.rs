@@ -3,7 +3,8 @@
 //! of figures on stdout (progress goes to stderr).
 //!
 //! It builds nothing: `cargo build --release -p mqtt-supervisor -p bench`,
-//! then `target/release/bench connections --count 10000`. See
+//! then `target/release/bench connections --count 10000` or
+//! `target/release/bench messages`. See
 //! docs/performance.md for what each figure means.
 //!
 //! Everything it starts is ended on an error, a panic or Ctrl-C (child
@@ -13,6 +14,7 @@ mod broker;
 mod connections;
 mod database;
 mod logfile;
+mod messages;
 mod observer;
 mod procfs;
 mod service;
@@ -72,6 +74,35 @@ enum Command {
         #[arg(long)]
         no_subscriptions: bool,
     },
+    /// Messages both ways through Postgres: inbound and outbox messages
+    /// per second beside the broker's own ceiling, and outbox latency from
+    /// INSERT to PUBACK at a steady rate.
+    Messages {
+        /// QoS 1 messages a raw publisher sends to one connection.
+        #[arg(long, default_value_t = 50_000)]
+        inbound: u32,
+        /// Outbox rows inserted in one statement.
+        #[arg(long, default_value_t = 20_000)]
+        outbox: u32,
+        /// Rows per second for the latency figure.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Seconds at that rate.
+        #[arg(long, default_value_t = 10)]
+        latency_secs: u64,
+        /// MQTT_OUTBOX_WINDOW (and the raw publisher's window).
+        #[arg(long, default_value_t = 32)]
+        window: u16,
+        /// RUST_LOG for the service.
+        #[arg(long, default_value = "info,rumqttc=warn,sqlx=warn")]
+        log_filter: String,
+    },
+}
+
+/// A scenario, ready to run.
+enum Scenario {
+    Connections(connections::Options),
+    Messages(messages::Options),
 }
 
 fn main() -> ExitCode {
@@ -97,15 +128,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
-    let Command::Connections {
-        count,
-        connect_timeout,
-        settle,
-        idle_window,
-        samples,
-        log_filter,
-        no_subscriptions,
-    } = cli.command;
     let binary = locate_binary(cli.binary)?;
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => progress(format!(
@@ -113,15 +135,41 @@ fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
         )),
         Err(e) => progress(format!("Could not raise the open-files limit: {e}.")),
     }
-    let options = connections::Options {
-        count,
-        binary,
-        connect_timeout: Duration::from_secs(connect_timeout),
-        settle: Duration::from_secs(settle),
-        idle_window: Duration::from_secs(idle_window),
-        samples,
-        log_filter,
-        no_subscriptions,
+    let scenario = match cli.command {
+        Command::Connections {
+            count,
+            connect_timeout,
+            settle,
+            idle_window,
+            samples,
+            log_filter,
+            no_subscriptions,
+        } => Scenario::Connections(connections::Options {
+            count,
+            binary,
+            connect_timeout: Duration::from_secs(connect_timeout),
+            settle: Duration::from_secs(settle),
+            idle_window: Duration::from_secs(idle_window),
+            samples,
+            log_filter,
+            no_subscriptions,
+        }),
+        Command::Messages {
+            inbound,
+            outbox,
+            rate,
+            latency_secs,
+            window,
+            log_filter,
+        } => Scenario::Messages(messages::Options {
+            binary,
+            inbound,
+            outbox,
+            rate,
+            latency_secs,
+            window,
+            log_filter,
+        }),
     };
     let dir = tempfile::Builder::new()
         .prefix("mqtt-supervisor-bench-")
@@ -137,11 +185,13 @@ fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
         progress(format!("Database {name} created and migrated."));
         // The scenario runs as a task: a panic in it unwinds its frames (the
         // children are killed on drop) and still lets the database be dropped.
-        let mut task = tokio::spawn(connections::run(
-            options,
-            db.clone(),
-            dir.path().to_path_buf(),
-        ));
+        let path = dir.path().to_path_buf();
+        let mut task = match scenario {
+            Scenario::Connections(options) => {
+                tokio::spawn(connections::run(options, db.clone(), path))
+            }
+            Scenario::Messages(options) => tokio::spawn(messages::run(options, db.clone(), path)),
+        };
         let outcome = tokio::select! {
             joined = &mut task => joined.unwrap_or_else(|e| Err(anyhow!("the benchmark failed: {e}"))),
             _ = tokio::signal::ctrl_c() => {

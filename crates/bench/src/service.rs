@@ -56,6 +56,17 @@ impl Service {
         log: &Path,
         log_filter: &str,
     ) -> anyhow::Result<Service> {
+        Service::spawn_with(binary, database_url, log, log_filter, &[])
+    }
+
+    /// Like [`Service::spawn`], with more settings in its environment.
+    pub fn spawn_with(
+        binary: &Path,
+        database_url: &str,
+        log: &Path,
+        log_filter: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
         let http_port = crate::free_port()?;
         let out =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -69,6 +80,7 @@ impl Service {
             .env("MQTT_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("MQTT_LOG_FORMAT", "text")
             .env("RUST_LOG", log_filter)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

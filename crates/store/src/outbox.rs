@@ -32,23 +32,30 @@ impl std::fmt::Debug for OutboxRow {
     }
 }
 
-/// Up to `limit` pending rows of `connection_id` with an id above `after`,
-/// in id order.
+/// Pending rows of `connection_id` with an id above `after`, in id order:
+/// up to `limit` rows, and no more rows once `max_bytes` of payload came
+/// before (the first row always comes, whatever its size).
 pub async fn pending_outbox(
     pool: &PgPool,
     connection_id: i64,
     after: i64,
     limit: i64,
+    max_bytes: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     Ok(sqlx::query_as::<_, OutboxRow>(
-        "SELECT id, topic, payload, qos, retain FROM mqtt_outbox \
-         WHERE connection_id = $1 AND id > $2 \
-           AND published_at IS NULL AND failed_at IS NULL \
-         ORDER BY id LIMIT $3",
+        "SELECT id, topic, payload, qos, retain FROM ( \
+             SELECT id, topic, payload, qos, retain, \
+                    sum(octet_length(payload)) OVER (ORDER BY id) - octet_length(payload) AS before \
+             FROM mqtt_outbox \
+             WHERE connection_id = $1 AND id > $2 \
+               AND published_at IS NULL AND failed_at IS NULL \
+             ORDER BY id LIMIT $3) AS page \
+         WHERE before < $4 ORDER BY id",
     )
     .bind(connection_id)
     .bind(after)
     .bind(limit)
+    .bind(max_bytes)
     .fetch_all(pool)
     .await?)
 }

@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// A read of outbox rows: (after, limit, rows).
-type Fetch = Pin<Box<dyn Future<Output = (i64, i64, Result<Vec<OutboxRow>, StoreError>)> + Send>>;
+/// A read of outbox rows: (after, rows).
+type Fetch = Pin<Box<dyn Future<Output = (i64, Result<Vec<OutboxRow>, StoreError>)> + Send>>;
 
 /// Why the serve loop ended.
 enum Ending {

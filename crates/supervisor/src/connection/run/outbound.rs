@@ -13,6 +13,14 @@ use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use store::{OutboxMarks, OutboxRow};
 
+/// Rows per read, in windows: a read takes a round trip to Postgres (a few
+/// ms on a busy machine), so pages of one window would leave the window
+/// waiting (measured: 7-8k rows/s with pages of 32, 15k with 64).
+const PAGE_WINDOWS: usize = 4;
+
+/// Payload bytes per read at most (beyond the first row).
+pub(super) const PAGE_BYTES: i64 = 4 << 20;
+
 /// Bytes an MQTT 5 PUBLISH spends on properties at most here: the
 /// `outbox-id` user property (1 + 2 + 9 + 2 + 20) and their length.
 const V5_PROPERTY_BYTES: usize = 40;
@@ -135,21 +143,26 @@ impl Outbound {
         // dropped when they come (see `fetched`).
     }
 
-    /// `Some((after, limit))` when a fetch should start now.
+    /// `Some((after, limit))` when a read should start now: while fewer
+    /// than a window's rows wait, so the next page is there before the
+    /// window drains.
     pub fn fetch_due(&self) -> Option<(i64, i64)> {
-        let room = self.rows.len() + self.open < self.window;
-        (self.more && !self.fetching && room).then(|| (self.cursor, (self.window * 2) as i64))
+        let room = self.rows.len() < self.window;
+        let limit = (self.window * PAGE_WINDOWS) as i64;
+        (self.more && !self.fetching && room).then_some((self.cursor, limit))
     }
 
-    /// Rows from a fetch that started at `after` with `limit`.
-    pub fn fetched(&mut self, after: i64, limit: i64, rows: Vec<OutboxRow>) {
+    /// Rows from a read that started at `after`. An empty page means
+    /// nothing more until the next wake-up (a page may be short because of
+    /// its byte bound, so only an empty one says so).
+    pub fn fetched(&mut self, after: i64, rows: Vec<OutboxRow>) {
         self.fetching = false;
         if after != self.cursor {
-            // Started before the connection was lost: fetch again.
+            // Started before the connection was lost: read again.
             self.more = true;
             return;
         }
-        self.more = rows.len() as i64 >= limit;
+        self.more = !rows.is_empty();
         if let Some(last) = rows.last() {
             self.cursor = last.id;
         }

@@ -60,10 +60,10 @@ impl ConnectionManager {
                             }
                         }
                         () = waker.notified() => self.outbound.more = true,
-                        (after, limit, rows) = fetched(&mut fetch), if fetch.is_some() => {
+                        (after, rows) = fetched(&mut fetch), if fetch.is_some() => {
                             fetch = None;
                             match rows {
-                                Ok(rows) => self.outbound.fetched(after, limit, rows),
+                                Ok(rows) => self.outbound.fetched(after, rows),
                                 Err(e) => {
                                     self.outbound.fetching = false;
                                     tracing::warn!(error = %e, "Cannot read the outbox; retrying.");
@@ -126,8 +126,10 @@ impl ConnectionManager {
             let pool = self.mail.outbox.pool().clone();
             let id = self.spec.id;
             *fetch = Some(Box::pin(async move {
-                let rows = store::pending_outbox(&pool, id, after, limit).await;
-                (after, limit, rows)
+                let rows =
+                    store::pending_outbox(&pool, id, after, limit, super::outbound::PAGE_BYTES)
+                        .await;
+                (after, rows)
             }));
         }
         self.mail.outbox.mark(self.outbound.take_marks());

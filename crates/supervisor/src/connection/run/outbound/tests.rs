@@ -13,10 +13,10 @@ fn row(id: i64, qos: i16) -> OutboxRow {
 #[test]
 fn rows_are_marked_only_when_acknowledged_and_the_window_holds() {
     let mut o = Outbound::new(2);
-    assert_eq!(o.fetch_due(), Some((0, 4)));
+    assert_eq!(o.fetch_due(), Some((0, 8)));
     o.fetching = true;
-    o.fetched(0, 4, vec![row(1, 1), row(2, 1), row(3, 0)]);
-    assert!(!o.more, "a short page means nothing more for now");
+    o.fetched(0, vec![row(1, 1), row(2, 1), row(3, 0)]);
+    assert!(o.more, "only an empty page means nothing more");
     o.queued_status();
     for _ in 0..2 {
         let r = o.next_row().unwrap();
@@ -46,7 +46,7 @@ fn rows_are_marked_only_when_acknowledged_and_the_window_holds() {
 fn a_lost_connection_makes_open_rows_pending_again_and_refetches() {
     let mut o = Outbound::new(8);
     o.fetching = true;
-    o.fetched(0, 16, vec![row(5, 1), row(6, 1), row(7, 2)]);
+    o.fetched(0, vec![row(5, 1), row(6, 1), row(7, 2)]);
     for _ in 0..3 {
         let r = o.next_row().unwrap();
         o.queued_row(r.id, r.qos as u8);
@@ -59,36 +59,44 @@ fn a_lost_connection_makes_open_rows_pending_again_and_refetches() {
     let marks = o.take_marks();
     assert_eq!(marks.published, vec![5]);
     assert_eq!(marks.retried, vec![6, 7]);
-    assert_eq!(o.fetch_due(), Some((0, 16)), "from the first pending row");
+    assert_eq!(o.fetch_due(), Some((0, 32)), "from the first pending row");
 }
 
 #[test]
 fn a_fetch_from_before_a_loss_is_dropped() {
     let mut o = Outbound::new(4);
     o.fetching = true;
-    o.fetched(0, 8, vec![row(1, 1)]);
+    o.fetched(0, vec![row(1, 1)]);
     o.fetching = true;
-    let (after, limit) = (o.cursor, 8);
+    let after = o.cursor;
     o.connection_lost();
-    o.fetched(after, limit, vec![row(2, 1)]);
+    o.fetched(after, vec![row(2, 1)]);
     assert!(o.next_row().is_none());
-    assert_eq!(o.fetch_due(), Some((0, 8)));
+    assert_eq!(o.fetch_due(), Some((0, 16)));
 }
 
 #[test]
-fn a_full_page_asks_for_more() {
-    let mut o = Outbound::new(1);
+fn pages_are_read_until_an_empty_one() {
+    let mut o = Outbound::new(2);
     o.fetching = true;
-    o.fetched(0, 2, vec![row(1, 1), row(2, 1)]);
+    o.fetched(0, vec![row(1, 1), row(2, 1)]);
     assert!(o.more);
     assert_eq!(o.fetch_due(), None, "no room: two rows wait");
+    for _ in 0..2 {
+        let r = o.next_row().unwrap();
+        o.queued_row(r.id, 1);
+    }
+    assert_eq!(o.fetch_due(), Some((2, 8)));
+    o.fetching = true;
+    o.fetched(2, Vec::new());
+    assert_eq!(o.fetch_due(), None, "an empty page: wait for a wake-up");
 }
 
 #[test]
 fn a_qos2_packet_id_reused_by_a_qos1_row_settles_each_by_its_own_ack() {
     let mut o = Outbound::new(8);
     o.fetching = true;
-    o.fetched(0, 16, vec![row(1, 2), row(2, 1)]);
+    o.fetched(0, vec![row(1, 2), row(2, 1)]);
     for _ in 0..2 {
         let r = o.next_row().unwrap();
         o.queued_row(r.id, r.qos as u8);
