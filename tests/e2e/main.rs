@@ -15,6 +15,7 @@ mod environment;
 mod fake_broker;
 mod fake_broker_disconnect;
 mod fake_broker_raw;
+mod hmac;
 mod hold_lock;
 mod hostile;
 mod inbox;

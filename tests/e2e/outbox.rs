@@ -2,19 +2,22 @@
 //! their connection in id order and marked published after the broker's
 //! acknowledgement; rows that can never be sent are marked failed and do
 //! not block the rows behind them; rows inserted while the service was down
-//! are sent by the next process. With `hmac_secret`, payloads travel in the
-//! envelope of docs/hmac.md, which the document's Python example verifies,
-//! and inbound envelopes get a stored verdict.
+//! are sent by the next process; MQTT 5 messages carry the row's id; old
+//! messages are pruned.
 
 use mqtt_supervisor_tests::{
     App, Broker, Observer, Row, database_url, eventually, insert, wait_status,
 };
 use sqlx::PgPool;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-async fn outbox(pool: &PgPool, connection: i64, topic: &str, payload: &[u8], qos: i16) -> i64 {
+pub(crate) async fn outbox(
+    pool: &PgPool,
+    connection: i64,
+    topic: &str,
+    payload: &[u8],
+    qos: i16,
+) -> i64 {
     sqlx::query_scalar(
         "INSERT INTO mqtt_outbox (connection_id, topic, payload, qos) VALUES ($1, $2, $3, $4) RETURNING id",
     )
@@ -178,127 +181,6 @@ async fn unsendable_rows_fail_without_blocking_the_rest(pool: PgPool) {
     assert!(observer.payloads("site_1/cmd/big").is_empty());
 }
 
-/// Runs the Python example of docs/hmac.md with `args`, `stdin` and the
-/// secret in its environment; returns what it printed.
-fn python(args: &[&str], stdin: &[u8], secret: &str) -> String {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let mut child = Command::new("python3")
-        .arg(format!("{root}/docs/examples/hmac_verify.py"))
-        .args(args)
-        .env("HMAC_SECRET", secret)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
-
-const SECRET: &str = "canary-hmac-7f3a9c";
-
-#[sqlx::test(migrator = "store::MIGRATOR")]
-async fn hmac_envelopes_verify_with_the_documented_example(pool: PgPool) {
-    let broker = Broker::start().await;
-    let id = insert(&pool, &Row::new("site_1", broker.port())).await;
-    sqlx::query(
-        "UPDATE mqtt_connections SET hmac_secret = $2, verify_inbound_hmac = true WHERE id = $1",
-    )
-    .bind(id)
-    .bind(SECRET)
-    .execute(&pool)
-    .await
-    .unwrap();
-    let observer = Observer::start(broker.port(), "site_1/cmd/#").await;
-    let app = App::spawn(&database_url(&pool), &[]);
-    app.ready().await;
-    assert!(wait_status(&pool, id, "connected", Duration::from_secs(10)).await);
-
-    // Outbound: the service signs; the document's example verifies.
-    outbox(&pool, id, "site_1/cmd/door", br#"{"cmd":"open"}"#, 1).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            !observer.payloads("site_1/cmd/door").is_empty()
-        })
-        .await
-    );
-    let envelope = observer.payloads("site_1/cmd/door")[0].clone();
-    let verdict = python(
-        &["--secret-env", "HMAC_SECRET"],
-        format!("{envelope}\n").as_bytes(),
-        SECRET,
-    );
-    assert_eq!(verdict.trim(), "valid\teyJjbWQiOiJvcGVuIn0=", "{envelope}");
-    let tampered = envelope.replace("eyJjbWQiOiJvcGVuIn0=", "eyJjbWQiOiJzaHV0In0=");
-    let verdict = python(
-        &["--secret-env", "HMAC_SECRET"],
-        format!("{tampered}\n").as_bytes(),
-        SECRET,
-    );
-    assert_eq!(verdict.trim(), "bad_signature");
-
-    // Inbound: envelopes signed by the example get a stored verdict.
-    let signed = python(
-        &["--secret-env", "HMAC_SECRET", "--sign"],
-        b"reading 42",
-        SECRET,
-    );
-    let signed = signed.trim().to_owned();
-    let forged = signed.replace(&base64_of("reading 42"), &base64_of("reading 99"));
-    observer
-        .publish("site_1/in/a", signed.clone().into_bytes(), false)
-        .await;
-    observer
-        .publish("site_1/in/b", signed.into_bytes(), false)
-        .await;
-    observer
-        .publish("site_1/in/c", forged.into_bytes(), false)
-        .await;
-    observer
-        .publish("site_1/in/d", b"plain".to_vec(), false)
-        .await;
-    let verdicts = || async {
-        sqlx::query_as::<_, (String, Option<String>)>(
-            "SELECT topic, hmac_verdict FROM mqtt_inbox WHERE topic LIKE 'site_1/in/%' ORDER BY topic",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-    };
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            verdicts().await.len() == 4
-        })
-        .await
-    );
-    let got: Vec<(String, Option<String>)> = verdicts().await;
-    let words: Vec<&str> = got
-        .iter()
-        .map(|(_, v)| v.as_deref().unwrap_or(""))
-        .collect();
-    assert_eq!(
-        words,
-        ["valid", "replayed", "bad_signature", "malformed"],
-        "{got:?}"
-    );
-    assert!(
-        !app.output().contains(SECRET),
-        "the secret reached a log line"
-    );
-}
-
-fn base64_of(text: &str) -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            &format!("import base64;print(base64.b64encode(b'{text}').decode())"),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 #[sqlx::test(migrator = "store::MIGRATOR")]
 async fn qos2_rows_mixed_with_qos1_all_settle(pool: PgPool) {
     let (_broker, id, observer, app) = connected_site(&pool).await;
@@ -319,4 +201,115 @@ async fn qos2_rows_mixed_with_qos1_all_settle(pool: PgPool) {
         })
         .await
     );
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn mqtt5_messages_carry_the_outbox_id(pool: PgPool) {
+    use rumqttc::v5::{self, mqttbytes::QoS as QoS5, mqttbytes::v5::Packet};
+    let broker = Broker::start().await;
+    let id = insert(
+        &pool,
+        &Row {
+            protocol: Some("5".to_owned()),
+            ..Row::new("site_1", broker.port())
+        },
+    )
+    .await;
+    let mut options = v5::MqttOptions::new("outbox_id_observer", "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = v5::AsyncClient::new(options, 16);
+    client
+        .subscribe("site_1/cmd/#", QoS5::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(
+            events.poll().await,
+            Ok(v5::Event::Incoming(Packet::SubAck(_)))
+        ) {}
+    })
+    .await
+    .expect("subscribed");
+    let app = App::spawn(&database_url(&pool), &[]);
+    app.ready().await;
+    assert!(wait_status(&pool, id, "connected", Duration::from_secs(10)).await);
+    let row = outbox(&pool, id, "site_1/cmd/v5", b"hello", 1).await;
+    let properties = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(v5::Event::Incoming(Packet::Publish(p))) = events.poll().await
+                && p.topic.as_ref() == b"site_1/cmd/v5"
+            {
+                return p.properties;
+            }
+        }
+    })
+    .await
+    .expect("the row was published");
+    let user = properties.map(|p| p.user_properties).unwrap_or_default();
+    assert_eq!(user, vec![("outbox-id".to_owned(), row.to_string())]);
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn old_messages_are_pruned_and_orphans_fail(pool: PgPool) {
+    let broker = Broker::start().await;
+    let id = insert(&pool, &Row::new("site_1", broker.port())).await;
+    let off = insert(
+        &pool,
+        &Row {
+            enabled: Some(false),
+            ..Row::new("site_2", broker.port())
+        },
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO mqtt_inbox (connection_id, topic, payload, qos, received_at) VALUES \
+             ($1, 'old', 'x', 0, now() - interval '3 days'), ($1, 'new', 'x', 0, now())",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO mqtt_outbox (connection_id, topic, created_at, published_at) VALUES \
+             ($1, 'old', now() - interval '3 days', now() - interval '3 days'), \
+             ($1, 'new', now(), now())",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let disabled = outbox(&pool, off, "site_2/cmd", b"x", 1).await;
+    let app = App::spawn(&database_url(&pool), &[("MQTT_INBOX_RETENTION", "2d")]);
+    app.ready().await;
+    let topics = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let query = match table {
+                "inbox" => "SELECT topic FROM mqtt_inbox ORDER BY id",
+                _ => "SELECT topic FROM mqtt_outbox WHERE published_at IS NOT NULL ORDER BY id",
+            };
+            sqlx::query_scalar::<_, String>(query)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            topics("inbox").await == ["new"] && topics("outbox").await == ["new"]
+        })
+        .await,
+        "{:?} {:?}\n{}",
+        topics("inbox").await,
+        topics("outbox").await,
+        app.output()
+    );
+    let (failed, error): (bool, Option<String>) =
+        sqlx::query_as("SELECT failed_at IS NOT NULL, last_error FROM mqtt_outbox WHERE id = $1")
+            .bind(disabled)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(failed);
+    assert_eq!(error.as_deref(), Some("the connection is disabled"));
 }
