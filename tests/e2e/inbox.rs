@@ -283,3 +283,62 @@ async fn kill_9_with_a_persistent_session_loses_nothing(pool: PgPool) {
     );
     assert_eq!(distinct, 3_000);
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn mqtt5_properties_are_kept_as_json(pool: PgPool) {
+    use rumqttc::v5::{self, mqttbytes::QoS as QoS5, mqttbytes::v5::PublishProperties};
+    let broker = Broker::start().await;
+    let id = insert(
+        &pool,
+        &Row {
+            protocol: Some("5".to_owned()),
+            ..Row::new("site_1", broker.port())
+        },
+    )
+    .await;
+    let app = App::spawn(&database_url(&pool), &[]);
+    app.ready().await;
+    assert!(wait_status(&pool, id, "connected", Duration::from_secs(10)).await);
+    subscribed(&broker, "site_1_test").await;
+
+    let options = v5::MqttOptions::new("v5_publisher", "127.0.0.1", broker.port());
+    let (client, mut events) = v5::AsyncClient::new(options, 16);
+    let properties = PublishProperties {
+        content_type: Some("application/json".to_owned()),
+        response_topic: Some("site_1/reply".to_owned()),
+        correlation_data: Some(vec![0xca, 0xfe].into()),
+        user_properties: vec![("origin".to_owned(), "meter-7".to_owned())],
+        payload_format_indicator: Some(1),
+        ..Default::default()
+    };
+    client
+        .publish_with_properties("site_1/in/p", QoS5::AtLeastOnce, false, "{}", properties)
+        .await
+        .unwrap();
+    let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let stored = || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT properties::text FROM mqtt_inbox WHERE topic = 'site_1/in/p'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            stored().await.is_some()
+        })
+        .await
+    );
+    poller.abort();
+    let text = stored().await.flatten().expect("properties stored");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["content_type"], "application/json");
+    assert_eq!(json["response_topic"], "site_1/reply");
+    assert_eq!(json["correlation_data_hex"], "cafe");
+    assert_eq!(json["payload_utf8"], true);
+    assert_eq!(
+        json["user_properties"],
+        serde_json::json!([["origin", "meter-7"]])
+    );
+}

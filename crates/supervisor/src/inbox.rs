@@ -29,11 +29,11 @@ pub const BATCH: usize = 1_000;
 /// flood of large messages cannot grow memory while the database is slow.
 const QUEUE_KIB: u32 = 8 * 1024;
 
-/// Tells an actor that its message number `seq` of connection `generation`
-/// is stored (or will never be: refused by the database).
+/// Tells an actor that its message number `seq` is stored (or will never
+/// be: refused by the database). Each connection of an actor has a channel
+/// of its own for these, so an answer never reaches a later connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stored {
-    pub generation: u64,
     pub seq: u64,
 }
 

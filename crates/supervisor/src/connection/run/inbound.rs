@@ -34,9 +34,6 @@ pub(super) struct OwedAck {
 /// Per-connection inbound state; reset after every CONNACK.
 #[derive(Default)]
 pub(super) struct InboundState {
-    /// Bumped on every CONNACK: answers for an earlier connection are
-    /// ignored (their packet ids mean nothing now).
-    pub generation: u64,
     seq: u64,
     stored_upto: u64,
     owed: VecDeque<OwedAck>,
@@ -50,7 +47,6 @@ pub(super) struct InboundState {
 impl InboundState {
     /// A new connection: nothing owed, nothing held.
     pub fn reset(&mut self) {
-        self.generation += 1;
         self.seq = 0;
         self.stored_upto = 0;
         self.owed.clear();
@@ -100,10 +96,7 @@ impl ConnectionManager {
                     ack,
                     seq: Some(seq),
                 });
-                let stored = Stored {
-                    generation: self.inbound.generation,
-                    seq,
-                };
+                let stored = Stored { seq };
                 Some((self.stored_tx.clone(), stored))
             }
         };
@@ -178,9 +171,7 @@ impl ConnectionManager {
 
     /// The writer stored message `stored.seq` of this connection.
     pub(super) fn stored(&mut self, stored: Stored) {
-        if stored.generation == self.inbound.generation {
-            self.inbound.stored_upto = self.inbound.stored_upto.max(stored.seq);
-        }
+        self.inbound.stored_upto = self.inbound.stored_upto.max(stored.seq);
     }
 
     /// Queues the acknowledgements due, in order, as far as rumqttc's
