@@ -43,13 +43,14 @@ pub async fn pending_outbox(
     max_bytes: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     Ok(sqlx::query_as::<_, OutboxRow>(
+        // The running sum over the first `limit` rows only (a window
+        // function at the level of the LIMIT would read every pending row).
         "SELECT id, topic, payload, qos, retain FROM ( \
-             SELECT id, topic, payload, qos, retain, \
-                    sum(octet_length(payload)) OVER (ORDER BY id) - octet_length(payload) AS before \
-             FROM mqtt_outbox \
-             WHERE connection_id = $1 AND id > $2 \
-               AND published_at IS NULL AND failed_at IS NULL \
-             ORDER BY id LIMIT $3) AS page \
+             SELECT *, sum(octet_length(payload)) OVER (ORDER BY id) - octet_length(payload) AS before \
+             FROM (SELECT id, topic, payload, qos, retain FROM mqtt_outbox \
+                   WHERE connection_id = $1 AND id > $2 \
+                     AND published_at IS NULL AND failed_at IS NULL \
+                   ORDER BY id LIMIT $3) AS firsts) AS page \
          WHERE before < $4 ORDER BY id",
     )
     .bind(connection_id)

@@ -53,6 +53,8 @@ pub(super) struct ConnectionManager {
     inbound: InboundState,
     /// Where the inbox writer answers for the current connection.
     stored_tx: mpsc::UnboundedSender<Stored>,
+    /// Where the outbox task says how many rows' marks it wrote.
+    marked_tx: mpsc::UnboundedSender<usize>,
     /// The connection's outbox rows.
     outbound: Outbound,
     /// No outbox read before this (after a database error).
@@ -92,6 +94,7 @@ impl ConnectionManager {
             mail,
             inbound: InboundState::default(),
             stored_tx: mpsc::unbounded_channel().0,
+            marked_tx: mpsc::unbounded_channel().0,
             fetch_after: Instant::now(),
         }
     }

@@ -18,6 +18,11 @@ use store::{OutboxMarks, OutboxRow};
 /// waiting (measured: 7-8k rows/s with pages of 32, 15k with 64).
 const PAGE_WINDOWS: usize = 4;
 
+/// Rows acknowledged by the broker but not yet marked in the database, in
+/// windows, at most: beyond it no row is sent until marks are written. A
+/// crash re-sends these, so this bounds the duplicates (with the window).
+const UNMARKED_WINDOWS: usize = 4;
+
 /// Payload bytes per read at most (beyond the first row).
 pub(super) const PAGE_BYTES: i64 = 4 << 20;
 
@@ -92,6 +97,8 @@ pub(super) struct Outbound {
     inflight2: HashMap<u16, VecDeque<i64>>,
     /// Rows queued with rumqttc and not yet acknowledged.
     open: usize,
+    /// Rows settled (published or failed) whose marks are not yet written.
+    unmarked: usize,
     marks: OutboxMarks,
 }
 
@@ -116,6 +123,7 @@ impl Outbound {
             inflight: HashMap::new(),
             inflight2: HashMap::new(),
             open: 0,
+            unmarked: 0,
             marks: OutboxMarks::default(),
         }
     }
@@ -137,6 +145,8 @@ impl Outbound {
         self.inflight.clear();
         self.inflight2.clear();
         self.open = 0;
+        // Their marks are still written; nobody counts them any more.
+        self.unmarked = 0;
         self.cursor = 0;
         self.more = true;
         // A fetch in flight answers for the old connection: its rows are
@@ -169,12 +179,17 @@ impl Outbound {
         self.rows.extend(rows);
     }
 
-    /// The next row to queue, if the window has room.
+    /// The next row to queue, if the window has room and the marks keep up.
     pub fn next_row(&mut self) -> Option<OutboxRow> {
-        if self.open >= self.window {
+        if self.open >= self.window || self.unmarked >= self.window * UNMARKED_WINDOWS {
             return None;
         }
         self.rows.pop_front()
+    }
+
+    /// `n` settled rows are marked in the database.
+    pub fn marked(&mut self, n: usize) {
+        self.unmarked = self.unmarked.saturating_sub(n);
     }
 
     /// rumqttc's queue was full: `row` goes first next time.
@@ -195,6 +210,7 @@ impl Outbound {
 
     /// A row can never be sent.
     pub fn fail(&mut self, id: i64, reason: String) {
+        self.unmarked += 1;
         self.marks.failed.push((id, reason));
     }
 
@@ -203,6 +219,7 @@ impl Outbound {
         match self.queued.pop_front() {
             Some(Queued::Row { id, qos: 0 }) => {
                 self.open = self.open.saturating_sub(1);
+                self.unmarked += 1;
                 self.marks.published.push(id);
                 false
             }
@@ -250,6 +267,7 @@ impl Outbound {
 
     fn settle(&mut self, id: i64, refused: Option<String>) {
         self.open = self.open.saturating_sub(1);
+        self.unmarked += 1;
         match refused {
             Some(why) => self
                 .marks

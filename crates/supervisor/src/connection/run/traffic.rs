@@ -42,6 +42,9 @@ impl ConnectionManager {
         // earlier one go to a receiver that is gone.
         let (stored_tx, mut stored_rx) = mpsc::unbounded_channel();
         self.stored_tx = stored_tx;
+        // The same for outbox marks written.
+        let (marked_tx, mut marked_rx) = mpsc::unbounded_channel();
+        self.marked_tx = marked_tx;
         let mut fetch: Option<Fetch> = None;
         loop {
             self.pump(client, &mut fetch);
@@ -54,6 +57,7 @@ impl ConnectionManager {
                         // While too much waits for the writer, the broker waits.
                         event = &mut poll, if !self.backlog_full() => break event,
                         Some(stored) = stored_rx.recv() => self.stored(stored),
+                        Some(n) = marked_rx.recv() => self.outbound.marked(n),
                         room = room_for_first(&inbox, &self.inbound.backlog), if !self.inbound.backlog.is_empty() => {
                             if let (Some(room), Some(item)) = (room, self.inbound.take()) {
                                 room.send(item);
@@ -95,7 +99,7 @@ impl ConnectionManager {
             let _ = self.note(event);
         }
         self.outbound.connection_lost();
-        self.mail.outbox.mark(self.outbound.take_marks());
+        self.mail.outbox.mark(self.outbound.take_marks(), None);
         Ending::Lost(error)
     }
 
@@ -132,7 +136,9 @@ impl ConnectionManager {
                 (after, rows)
             }));
         }
-        self.mail.outbox.mark(self.outbound.take_marks());
+        self.mail
+            .outbox
+            .mark(self.outbound.take_marks(), Some(&self.marked_tx));
     }
 
     /// Takes note of one event of the live connection.
@@ -191,7 +197,7 @@ impl ConnectionManager {
     /// Retained `offline`, then DISCONNECT; polls until it is written.
     pub(super) async fn goodbye(&mut self, link: &mut Link) {
         self.outbound.connection_lost();
-        self.mail.outbox.mark(self.outbound.take_marks());
+        self.mail.outbox.mark(self.outbound.take_marks(), None);
         if let Some(topic) = &self.spec.status_topic
             && let Err(e) = link.client.publish_status(topic, "offline")
         {

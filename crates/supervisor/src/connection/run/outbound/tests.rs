@@ -113,3 +113,22 @@ fn a_qos2_packet_id_reused_by_a_qos1_row_settles_each_by_its_own_ack() {
     assert_eq!(o.completed(1), Acked::Row);
     assert_eq!(o.take_marks().published, vec![1], "PUBCOMP the QoS 2 row");
 }
+
+#[test]
+fn rows_wait_while_too_many_marks_are_unwritten() {
+    let mut o = Outbound::new(1);
+    o.fetching = true;
+    o.fetched(0, (1..=6).map(|id| row(id, 0)).collect());
+    for _ in 0..4 {
+        let r = o.next_row().unwrap();
+        o.queued_row(r.id, 0);
+        o.written(0);
+    }
+    assert!(
+        o.next_row().is_none(),
+        "four windows acknowledged, not marked"
+    );
+    assert_eq!(o.take_marks().published, vec![1, 2, 3, 4]);
+    o.marked(2);
+    assert_eq!(o.next_row().map(|r| r.id), Some(5));
+}
