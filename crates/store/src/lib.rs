@@ -31,7 +31,8 @@ pub use listener::{CHANNEL, Change, ChangeListener, OutboxChange, OutboxListener
 pub use lock::InstanceLock;
 pub use migrations::{AppliedMigration, MIGRATOR, migrate, migration_summary};
 pub use outbox::{
-    OUTBOX_CHANNEL, OutboxMarks, OutboxRow, fail_orphaned_outbox, mark_outbox, pending_outbox,
+    OUTBOX_CHANNEL, OutboxMarks, OutboxRow, connections_with_pending_outbox, fail_orphaned_outbox,
+    mark_outbox, pending_outbox,
 };
 pub use state::{EventRecord, StateRecord, mark_owned_stopped, write_batch};
 

@@ -61,6 +61,16 @@ pub async fn pending_outbox(
     .await?)
 }
 
+/// The connections that have pending rows.
+pub async fn connections_with_pending_outbox(pool: &PgPool) -> Result<Vec<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT connection_id FROM mqtt_outbox \
+         WHERE published_at IS NULL AND failed_at IS NULL",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 /// What became of rows the service sent or tried to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxMarks {

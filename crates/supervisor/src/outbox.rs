@@ -2,7 +2,9 @@
 //! rows (see `connection::run::outbound`); this module wakes them when rows
 //! arrive (`NOTIFY mqtt_outbox` with the connection id), writes what became
 //! of sent rows in batches, fails rows that nothing will ever send (unknown
-//! or disabled connection), and prunes old messages.
+//! or disabled connection), and prunes old messages. At start, after a lost
+//! LISTEN connection and every sweep it wakes the actors of connections
+//! with pending rows.
 
 use crate::backoff::Backoff;
 use std::collections::HashMap;
@@ -100,10 +102,19 @@ impl OutboxHub {
         }
     }
 
-    fn wake_all(&self) {
-        let wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
-        for w in wakers.values() {
-            w.notify_one();
+    /// Wakes the actors of connections with pending rows (one query), so a
+    /// missed notification costs a sweep, and 10,000 idle connections cost
+    /// no reads.
+    async fn wake_pending(&self) {
+        match store::connections_with_pending_outbox(&self.pool).await {
+            Ok(ids) => {
+                for id in ids {
+                    // Creates the wake-up of an actor not started yet: it
+                    // finds the permit when it connects.
+                    self.waker(id).notify_one();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "Cannot look for pending outbox rows."),
         }
     }
 }
@@ -126,7 +137,7 @@ impl OutboxTask {
                         listener = Some(l);
                         listen_backoff.reset();
                         // Rows inserted while nobody listened.
-                        self.hub.wake_all();
+                        self.hub.wake_pending().await;
                     }
                     Err(e) => {
                         let delay = listen_backoff.next_ceiling();
@@ -145,7 +156,7 @@ impl OutboxTask {
                         }
                     }
                     Ok(OutboxChange::Rows(None)) => {}
-                    Ok(OutboxChange::Lost) => self.hub.wake_all(),
+                    Ok(OutboxChange::Lost) => self.hub.wake_pending().await,
                     Err(e) => {
                         tracing::debug!(error = %e, "Lost the outbox LISTEN connection.");
                         listener = None;
@@ -160,7 +171,7 @@ impl OutboxTask {
                 }
                 _ = sweep.tick() => {
                     self.fail_orphans().await;
-                    self.hub.wake_all();
+                    self.hub.wake_pending().await;
                 }
                 _ = prune.tick() => self.prune(&token).await,
                 () = tokio::time::sleep_until(write_at), if !pending.is_empty() && !write_due => {}

@@ -51,10 +51,11 @@ pub(super) struct ConnectionManager {
     mail: Mail,
     /// Received messages, their storage and acknowledgements.
     inbound: InboundState,
-    /// Where the inbox writer answers for the current connection.
-    stored_tx: mpsc::UnboundedSender<Stored>,
-    /// Where the outbox task says how many rows' marks it wrote.
-    marked_tx: mpsc::UnboundedSender<usize>,
+    /// Where the inbox writer answers for the current connection (set
+    /// while serving one).
+    stored_tx: Option<mpsc::UnboundedSender<Stored>>,
+    /// Where the outbox task says how many rows' marks it wrote (the same).
+    marked_tx: Option<mpsc::UnboundedSender<usize>>,
     /// The connection's outbox rows.
     outbound: Outbound,
     /// No outbox read before this (after a database error).
@@ -93,8 +94,8 @@ impl ConnectionManager {
             outbound: Outbound::new(spec_window),
             mail,
             inbound: InboundState::default(),
-            stored_tx: mpsc::unbounded_channel().0,
-            marked_tx: mpsc::unbounded_channel().0,
+            stored_tx: None,
+            marked_tx: None,
             fetch_after: Instant::now(),
         }
     }

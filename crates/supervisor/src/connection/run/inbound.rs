@@ -96,11 +96,11 @@ impl ConnectionManager {
                     ack,
                     seq: Some(seq),
                 });
-                let stored = Stored { seq };
-                Some((self.stored_tx.clone(), stored))
+                // Set while serving, which is when messages arrive.
+                self.stored_tx.clone().map(|tx| (tx, Stored { seq }))
             }
         };
-        let qos0 = reply.is_none();
+        let qos0 = message.ack.is_none();
         let item = Item {
             record,
             reply,

@@ -117,7 +117,8 @@ impl Outbound {
             window: usize::from(window.max(1)),
             rows: VecDeque::new(),
             cursor: 0,
-            more: true,
+            // The outbox task wakes the actor when its connection has rows.
+            more: false,
             fetching: false,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
@@ -140,6 +141,13 @@ impl Outbound {
         }));
         retried.sort_unstable();
         self.marks.retried.extend(retried);
+        // Rows were or may be waiting: read from the first pending one again.
+        let busy = self.more
+            || self.fetching
+            || !self.rows.is_empty()
+            || !self.queued.is_empty()
+            || !self.inflight.is_empty()
+            || !self.inflight2.is_empty();
         self.rows.clear();
         self.queued.clear();
         self.inflight.clear();
@@ -148,7 +156,7 @@ impl Outbound {
         // Their marks are still written; nobody counts them any more.
         self.unmarked = 0;
         self.cursor = 0;
-        self.more = true;
+        self.more = busy;
         // A fetch in flight answers for the old connection: its rows are
         // dropped when they come (see `fetched`).
     }

@@ -41,10 +41,10 @@ impl ConnectionManager {
         // The writer's answers for this connection only: answers for an
         // earlier one go to a receiver that is gone.
         let (stored_tx, mut stored_rx) = mpsc::unbounded_channel();
-        self.stored_tx = stored_tx;
+        self.stored_tx = Some(stored_tx);
         // The same for outbox marks written.
         let (marked_tx, mut marked_rx) = mpsc::unbounded_channel();
-        self.marked_tx = marked_tx;
+        self.marked_tx = Some(marked_tx);
         let mut fetch: Option<Fetch> = None;
         loop {
             self.pump(client, &mut fetch);
@@ -138,7 +138,7 @@ impl ConnectionManager {
         }
         self.mail
             .outbox
-            .mark(self.outbound.take_marks(), Some(&self.marked_tx));
+            .mark(self.outbound.take_marks(), self.marked_tx.as_ref());
     }
 
     /// Takes note of one event of the live connection.

@@ -13,6 +13,7 @@ fn row(id: i64, qos: i16) -> OutboxRow {
 #[test]
 fn rows_are_marked_only_when_acknowledged_and_the_window_holds() {
     let mut o = Outbound::new(2);
+    o.more = true;
     assert_eq!(o.fetch_due(), Some((0, 8)));
     o.fetching = true;
     o.fetched(0, vec![row(1, 1), row(2, 1), row(3, 0)]);
@@ -45,6 +46,7 @@ fn rows_are_marked_only_when_acknowledged_and_the_window_holds() {
 #[test]
 fn a_lost_connection_makes_open_rows_pending_again_and_refetches() {
     let mut o = Outbound::new(8);
+    o.more = true;
     o.fetching = true;
     o.fetched(0, vec![row(5, 1), row(6, 1), row(7, 2)]);
     for _ in 0..3 {
@@ -65,6 +67,7 @@ fn a_lost_connection_makes_open_rows_pending_again_and_refetches() {
 #[test]
 fn a_fetch_from_before_a_loss_is_dropped() {
     let mut o = Outbound::new(4);
+    o.more = true;
     o.fetching = true;
     o.fetched(0, vec![row(1, 1)]);
     o.fetching = true;
@@ -78,6 +81,7 @@ fn a_fetch_from_before_a_loss_is_dropped() {
 #[test]
 fn pages_are_read_until_an_empty_one() {
     let mut o = Outbound::new(2);
+    o.more = true;
     o.fetching = true;
     o.fetched(0, vec![row(1, 1), row(2, 1)]);
     assert!(o.more);
@@ -95,6 +99,7 @@ fn pages_are_read_until_an_empty_one() {
 #[test]
 fn a_qos2_packet_id_reused_by_a_qos1_row_settles_each_by_its_own_ack() {
     let mut o = Outbound::new(8);
+    o.more = true;
     o.fetching = true;
     o.fetched(0, vec![row(1, 2), row(2, 1)]);
     for _ in 0..2 {
@@ -117,6 +122,7 @@ fn a_qos2_packet_id_reused_by_a_qos1_row_settles_each_by_its_own_ack() {
 #[test]
 fn rows_wait_while_too_many_marks_are_unwritten() {
     let mut o = Outbound::new(1);
+    o.more = true;
     o.fetching = true;
     o.fetched(0, (1..=6).map(|id| row(id, 0)).collect());
     for _ in 0..4 {
@@ -131,4 +137,16 @@ fn rows_wait_while_too_many_marks_are_unwritten() {
     assert_eq!(o.take_marks().published, vec![1, 2, 3, 4]);
     o.marked(2);
     assert_eq!(o.next_row().map(|r| r.id), Some(5));
+}
+
+#[test]
+fn an_idle_connection_reads_nothing_until_woken() {
+    let mut o = Outbound::new(4);
+    assert_eq!(o.fetch_due(), None, "no wake-up, no read");
+    o.queued_status();
+    o.written(1);
+    o.connection_lost();
+    assert_eq!(o.fetch_due(), None, "nothing of ours was in flight");
+    o.more = true;
+    assert_eq!(o.fetch_due(), Some((0, 16)));
 }
