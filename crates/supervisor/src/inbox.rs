@@ -10,7 +10,7 @@
 //! QoS 1/2 messages off the wire into it (the broker's window fills and it
 //! stops sending: backpressure) and drop QoS 0 messages beyond the queue,
 //! counted and logged. Values the database refuses (which retrying cannot
-//! fix) are dropped one by one, counted and logged, and acknowledged.
+//! fix) are dropped one by one, logged, and acknowledged.
 
 use crate::backoff::Backoff;
 use std::sync::Arc;
@@ -72,12 +72,8 @@ impl Room {
 /// Counters for health and logs.
 #[derive(Debug, Default)]
 pub struct InboxStats {
-    /// Rows committed.
-    pub stored: AtomicU64,
     /// QoS 0 messages dropped because the queue was full.
     pub dropped: AtomicU64,
-    /// Rows the database refused.
-    pub rejected: AtomicU64,
     /// The last write failed and is being retried.
     pub failing: AtomicBool,
 }
@@ -235,7 +231,6 @@ impl InboxWriter {
     async fn one_by_one(&mut self, pool: &PgPool, batch: &mut Vec<Item>) {
         for item in batch.iter() {
             if let Err(e) = store::insert_inbound(pool, &[&item.record]).await {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     connection_id = item.record.connection_id, error = %e,
                     "The database refused a received message; dropped."
@@ -247,9 +242,6 @@ impl InboxWriter {
 
     /// Answers the batch's QoS 1/2 messages and empties it.
     fn done(&self, batch: &mut Vec<Item>) {
-        self.stats
-            .stored
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for item in batch.drain(..) {
             if let Some((reply, stored)) = item.reply {
                 // The actor may be gone (stopped): nothing to acknowledge.
