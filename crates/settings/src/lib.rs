@@ -66,8 +66,14 @@ pub struct Settings {
     pub inbox_retention: Duration,
     /// Outbox publishes per connection sent and not yet acknowledged.
     pub outbox_window: u16,
-    /// Address of the HTTP server (health, API).
+    /// Address of the HTTP server (health, metrics, API, monitor page).
     pub http_addr: SocketAddr,
+    /// Bearer token of the API's write endpoints; empty leaves them off
+    /// (they answer 403 and say why).
+    pub api_token: Secret,
+    /// Adds per-connection series (a `connection` label) to `/metrics`;
+    /// for small fleets, since every tenant becomes a series.
+    pub metrics_per_connection: bool,
     /// `text` or `json`.
     pub log_format: LogFormat,
 }
@@ -103,6 +109,8 @@ impl Settings {
             inbox_retention: Duration::from_secs(7 * 86_400),
             outbox_window: 32,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            api_token: Secret::default(),
+            metrics_per_connection: false,
             log_format: LogFormat::Text,
         }
     }

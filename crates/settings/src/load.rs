@@ -28,6 +28,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("inbox_retention", "MQTT_INBOX_RETENTION"),
     ("outbox_window", "MQTT_OUTBOX_WINDOW"),
     ("http_addr", "MQTT_HTTP_ADDR"),
+    ("api_token", "MQTT_API_TOKEN"),
+    ("metrics_per_connection", "MQTT_METRICS_PER_CONNECTION"),
     ("log_format", "MQTT_LOG_FORMAT"),
 ];
 
@@ -204,7 +206,7 @@ impl figment::Provider for EnvPairs {
                 // Keep text settings as written (`MQTT_INSTANCE_ID=007`).
                 _ if matches!(
                     key.as_str(),
-                    "instance_id" | "status_topic" | "database_url"
+                    "instance_id" | "status_topic" | "database_url" | "api_token"
                 ) =>
                 {
                     Value::from(raw.clone())
@@ -244,6 +246,11 @@ fn defaults() -> Dict {
     dict.insert("inbox_retention".into(), secs(d.inbox_retention));
     dict.insert("outbox_window".into(), Value::from(d.outbox_window));
     dict.insert("http_addr".into(), Value::from(d.http_addr.to_string()));
+    dict.insert("api_token".into(), Value::from(String::new()));
+    dict.insert(
+        "metrics_per_connection".into(),
+        Value::from(d.metrics_per_connection),
+    );
     dict.insert("log_format".into(), Value::from("text"));
     dict
 }
@@ -373,6 +380,9 @@ fn display_value(s: &Settings, key: &str) -> String {
         "inbox_retention" => format_duration(s.inbox_retention),
         "outbox_window" => s.outbox_window.to_string(),
         "http_addr" => s.http_addr.to_string(),
+        "api_token" if s.api_token.expose().is_empty() => "(not set)".to_owned(),
+        "api_token" => "***".to_owned(),
+        "metrics_per_connection" => s.metrics_per_connection.to_string(),
         "log_format" => format!("{:?}", s.log_format).to_lowercase(),
         _ => String::new(),
     }

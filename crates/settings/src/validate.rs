@@ -98,6 +98,29 @@ pub fn validate(s: &Settings) -> Result<(), (&'static str, String)> {
             "must be from 1 to 1000 messages".to_owned(),
         ));
     }
+    validate_api_token(s.api_token.expose()).map_err(|e| ("api_token", e))?;
+    Ok(())
+}
+
+/// MQTT_API_TOKEN: empty (write endpoints off), or at least 16 visible
+/// ASCII characters, so that it fits an `Authorization` header as it is
+/// and is not guessed. The reason never shows the value.
+fn validate_api_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Ok(());
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII characters without spaces \
+                    (the value is not shown)"
+            .to_owned());
+    }
+    if token.len() < 16 {
+        return Err(format!(
+            "must be at least 16 characters, it has {} (generate one with \
+             `openssl rand -hex 32`)",
+            token.len()
+        ));
+    }
     Ok(())
 }
 
