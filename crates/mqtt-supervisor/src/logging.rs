@@ -6,6 +6,7 @@ use settings::LogFormat;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Default filter when RUST_LOG is not set: our info, libraries' warnings.
@@ -21,19 +22,27 @@ const DEFAULT_FILTER: &str =
 pub fn init(format: LogFormat) {
     let (filter, problem) = filter_from(std::env::var_os("RUST_LOG"));
     let ansi = std::io::stdout().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stdout);
     // A second init (tests embedding the service) is not an error worth failing for.
     let _ = match format {
-        LogFormat::Text => builder.with_target(false).finish().try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stdout)
+            .with_target(false)
             .finish()
+            .try_init(),
+        // The current span's fields (a connection's `connection` and
+        // `client_id`) at the top level, next to the event's own, so every
+        // connection event carries them the same way in both formats.
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                json_subscriber::fmt::layer()
+                    .with_writer(std::io::stdout)
+                    .flatten_event(true)
+                    .with_span_list(false)
+                    .flatten_current_span_on_top_level(true),
+            )
             .try_init(),
     };
     if let Some(problem) = problem {
