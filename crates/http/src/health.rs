@@ -10,11 +10,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
 use supervisor::{Fleet, Status};
+use utoipa::ToSchema;
 
 /// The health document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct HealthReport {
     /// `healthy`, `degraded` or `critical`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     /// The process.
     pub service: ServiceInfo,
@@ -26,21 +28,23 @@ pub struct HealthReport {
 }
 
 /// The process part of the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ServiceInfo {
     pub running: bool,
     pub instance_id: String,
     pub version: String,
     pub uptime_secs: u64,
     /// `ok` or `unreachable`.
+    #[schema(value_type = String)]
     pub database: &'static str,
     /// `ok`, or `failing` while received messages cannot be stored (they
     /// are held and retried; brokers wait for the acknowledgements).
+    #[schema(value_type = String)]
     pub inbox: &'static str,
 }
 
 /// Connection counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Counts {
     /// Rows in the table.
     pub total: usize,
@@ -53,10 +57,11 @@ pub struct Counts {
 }
 
 /// One connection in the verbose report. Never a password or secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Detail {
     pub id: i64,
     pub name: String,
+    #[schema(value_type = String)]
     pub status: Status,
     pub detail: String,
     pub client_id: String,

@@ -1,20 +1,31 @@
-//! The HTTP API of mqtt-supervisor: `/api/v1/mqtt/health/` (with and without
-//! the trailing slash), as the HTTP contract defines it.
+//! The HTTP side of mqtt-supervisor, as the HTTP contract defines it:
+//!
+//! - `/api/v1/mqtt/health/` (with and without the trailing slash);
+//! - `/metrics` in the Prometheus text format ([`metrics`]);
+//! - the REST API under `/api/v1/mqtt/` ([`api`]) and its OpenAPI 3
+//!   document at `/api/v1/openapi.json`, generated from the handlers;
+//! - the monitor page at `/mqtt/monitor/`, embedded in the binary.
 //!
 //! Handlers read the fleet snapshot and each connection's `watch` receiver;
-//! they never wait on an actor. The database check is a `SELECT 1` bounded
-//! by one second, so a hung database makes health say `degraded`, not hang.
+//! they never wait on an actor. Every query is the store crate's, bounded
+//! so that a hung database makes a request fail, not hang.
 
+pub mod api;
+mod error;
 mod health;
+mod metrics;
+mod monitor_page;
 
+pub use error::{ApiError, ErrorBody};
 pub use health::{HealthReport, assess};
 
 use axum::Router;
-use axum::routing::get;
+use settings::Settings;
 use sqlx::PgPool;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use supervisor::FleetWatch;
+use supervisor::monitor::MonitorControl;
+use supervisor::{FleetWatch, Metrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -34,14 +45,37 @@ pub struct AppState {
     /// The inbox writer's queue, once it runs (its counters say whether
     /// received messages are being stored).
     pub inbox: Arc<OnceLock<supervisor::inbox::Inbox>>,
+    /// Effective settings: the row validator's defaults, the API token,
+    /// per-connection metrics.
+    pub settings: Arc<Settings>,
+    /// The service's counters.
+    pub metrics: Arc<Metrics>,
+    /// Where reconnect and disconnect go, once the monitor runs.
+    pub control: Arc<OnceLock<MonitorControl>>,
 }
 
-/// The API's routes.
+/// Every route: health, metrics, the API with its OpenAPI document, the
+/// monitor page. Each request gets a debug-level log line (target
+/// `tower_http`).
 pub fn router(state: AppState) -> Router {
+    let (api_routes, openapi) = api::routes().split_for_parts();
     Router::new()
-        .route("/api/v1/mqtt/health/", get(health::handler))
-        .route("/api/v1/mqtt/health", get(health::handler))
+        .merge(api_routes)
+        .merge(monitor_page::routes())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
+        .layer(axum::Extension(Arc::new(openapi)))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::DEBUG),
+                )
+                .on_request(tower_http::trace::DefaultOnRequest::new().level(tracing::Level::DEBUG))
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
+                ),
+        )
 }
 
 /// Serves `router` on `listener` until `token` is cancelled; in-flight

@@ -41,6 +41,8 @@ pub async fn run(
     let (fleet_tx, fleet_rx) = Fleet::channel();
     let pool_cell: Arc<OnceLock<PgPool>> = Arc::new(OnceLock::new());
     let inbox_cell: Arc<OnceLock<supervisor::inbox::Inbox>> = Arc::new(OnceLock::new());
+    let control_cell = Arc::new(OnceLock::new());
+    let metrics = Arc::new(supervisor::Metrics::default());
     let tasks = Tasks::new();
 
     let listener = TcpListener::bind(settings.http_addr)
@@ -56,6 +58,9 @@ pub async fn run(
         instance_id: settings.instance_id.clone(),
         version: env!("CARGO_PKG_VERSION"),
         inbox: inbox_cell.clone(),
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        control: control_cell.clone(),
     };
     let http_token = token.clone();
     tasks.spawn(TaskKind::Http, async move {
@@ -141,7 +146,7 @@ pub async fn run(
     // Messages: stopped after the monitor, so that the actors' last marks
     // and stored messages still get written.
     let mail_token = tokio_util::sync::CancellationToken::new();
-    let (mail, mail_tasks) = Mail::new(pool.clone(), &settings);
+    let (mail, mail_tasks) = Mail::new(pool.clone(), &settings, metrics.clone());
     // Set once, here; nothing else sets it.
     let _ = inbox_cell.set(mail.inbox.clone());
     let inbox_task = tasks.spawn(
@@ -168,6 +173,8 @@ pub async fn run(
         tasks.clone(),
         fleet_tx,
     );
+    // Set once, here; nothing else sets it.
+    let _ = control_cell.set(monitor.control());
     let monitor_task = tasks.spawn(TaskKind::Monitor, monitor.run());
 
     let mut ready = fleet_rx.clone();

@@ -18,6 +18,10 @@ pub struct ListedConnection {
     pub status: Option<String>,
     pub client_id: Option<String>,
     pub last_error: Option<String>,
+    pub detail: Option<String>,
+    pub connected_since: Option<chrono::DateTime<chrono::Utc>>,
+    pub cooldown_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub reconnects: Option<i64>,
 }
 
 /// A connection to add. Optional fields left `None` take the table's defaults.
@@ -50,7 +54,8 @@ impl std::fmt::Debug for NewConnection {
 pub async fn list_connections(pool: &PgPool) -> Result<Vec<ListedConnection>, StoreError> {
     Ok(sqlx::query_as::<_, ListedConnection>(
         "SELECT c.id, c.name, c.is_enabled, c.broker_host, c.broker_port, c.protocol, c.use_tls, \
-                s.status, s.client_id, s.last_error \
+                s.status, s.client_id, s.last_error, s.detail, s.connected_since, \
+                s.cooldown_until, s.reconnects \
          FROM mqtt_connections c \
          LEFT JOIN mqtt_connection_state s ON s.connection_id = c.id \
          ORDER BY c.name",

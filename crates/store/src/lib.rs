@@ -7,6 +7,7 @@
 //! [`StoreError`], never SQL.
 
 mod admin;
+mod api;
 mod cause;
 mod connect;
 mod connections;
@@ -21,6 +22,10 @@ mod state;
 pub use admin::{
     ListedConnection, NewConnection, add_connection, list_connections, remove_connection,
     set_enabled,
+};
+pub use api::{
+    MessageQuery, StoredEvent, StoredMessage, connection_by_name, insert_connection,
+    outbox_pending_count, recent_events, recent_messages, topic_filter_regex, update_connection,
 };
 pub use cause::describe;
 pub use connect::{connect_options, database_address, describe_connect_error, wait_for_database};

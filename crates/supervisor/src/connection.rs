@@ -28,6 +28,7 @@ pub mod report;
 mod run;
 
 use crate::mail::Mail;
+use crate::metrics::ConnectionCounters;
 use crate::recorder::Recorder;
 use crate::spec::ConnectionSpec;
 use crate::state::{ConnectionState, Status};
@@ -38,29 +39,39 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// What an actor takes over from the earlier actors of its row.
+pub struct Lineage {
+    /// Earlier actors still closing: this one connects after them.
+    pub predecessors: Vec<ConnectionHandle>,
+    /// The row's message counts, kept across restarts.
+    pub counters: Arc<ConnectionCounters>,
+}
+
 /// Handle to a running connection actor; cheap to clone.
 #[derive(Clone)]
 pub struct ConnectionHandle {
     spec: Arc<ConnectionSpec>,
     state: watch::Receiver<ConnectionState>,
     token: CancellationToken,
+    counters: Arc<ConnectionCounters>,
 }
 
 impl ConnectionHandle {
     /// Spawns the actor for `spec` into `tasks` (counted in `tracked`). It
     /// stops when `parent` is cancelled, when [`ConnectionHandle::stop`] is
     /// called, or on a command. It connects only after every actor in
-    /// `predecessors` (earlier actors of the same row, still closing) has
-    /// stopped, or their goodbye time is up.
+    /// `lineage.predecessors` (earlier actors of the same row, still
+    /// closing) has stopped, or their goodbye time is up.
     pub fn spawn(
         spec: ConnectionSpec,
         recorder: Recorder,
         parent: &CancellationToken,
         tasks: &mut JoinSet<()>,
         tracked: &Tasks,
-        predecessors: Vec<ConnectionHandle>,
+        lineage: Lineage,
         mail: Mail,
     ) -> (ConnectionHandle, AbortHandle) {
+        let counters = lineage.counters.clone();
         let spec = Arc::new(spec);
         let (state_tx, state_rx) = watch::channel(ConnectionState::starting());
         let token = parent.child_token();
@@ -74,7 +85,7 @@ impl ConnectionHandle {
             recorder,
             state_tx,
             token.clone(),
-            predecessors,
+            lineage,
             tracked.guard(TaskKind::Connection),
             mail,
         );
@@ -83,6 +94,7 @@ impl ConnectionHandle {
             spec,
             state: state_rx,
             token,
+            counters,
         };
         (handle, abort)
     }
@@ -95,6 +107,11 @@ impl ConnectionHandle {
     /// A receiver of the actor's state.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
         self.state.clone()
+    }
+
+    /// The connection's message counts.
+    pub fn counters(&self) -> &Arc<ConnectionCounters> {
+        &self.counters
     }
 
     /// Asks for a graceful stop; returns at once.

@@ -1,6 +1,7 @@
-//! What readers (health, metrics, dashboard) see of all connections: a
+//! What readers (health, metrics, the API, the monitor page) see of all connections: a
 //! snapshot the monitor publishes through `watch` after every reconcile.
 
+use crate::metrics::ConnectionCounters;
 use crate::state::ConnectionState;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -18,6 +19,10 @@ pub struct ConnectionView {
     pub broker: Option<String>,
     /// Live state (for an invalid row, a fixed `error`).
     pub state: watch::Receiver<ConnectionState>,
+    /// Message counts; `None` for a row that never ran (invalid).
+    pub counters: Option<Arc<ConnectionCounters>>,
+    /// Disconnected through the API and held down.
+    pub held: bool,
 }
 
 /// All connections of the process.

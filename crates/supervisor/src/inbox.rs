@@ -13,8 +13,9 @@
 //! fix) are dropped one by one, logged, and acknowledged.
 
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 use store::{InboundRecord, PgPool};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -69,13 +70,27 @@ impl Room {
     }
 }
 
-/// Counters for health and logs.
+/// The writer's condition, for health and metrics.
 #[derive(Debug, Default)]
 pub struct InboxStats {
-    /// QoS 0 messages dropped because the queue was full.
-    pub dropped: AtomicU64,
     /// The last write failed and is being retried.
     pub failing: AtomicBool,
+    /// When the oldest message of the batch being written was received
+    /// (Unix milliseconds); 0 while the writer waits for messages.
+    oldest_ms: AtomicI64,
+}
+
+impl InboxStats {
+    /// How long the oldest message being written has waited: zero when
+    /// the writer is idle, growing while the database does not take a batch.
+    pub fn write_lag(&self, now: chrono::DateTime<chrono::Utc>) -> Duration {
+        match self.oldest_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            ms => Duration::from_millis(
+                u64::try_from(now.timestamp_millis() - ms).unwrap_or_default(),
+            ),
+        }
+    }
 }
 
 /// The actors' side of the writer; cheap to clone.
@@ -84,17 +99,19 @@ pub struct Inbox {
     tx: mpsc::Sender<Item>,
     bytes: Arc<Semaphore>,
     stats: Arc<InboxStats>,
+    metrics: Arc<Metrics>,
 }
 
 /// The writer task's side.
 pub struct InboxWriter {
     rx: mpsc::Receiver<Item>,
     stats: Arc<InboxStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Inbox {
-    /// A queue of `capacity` messages and its writer.
-    pub fn new(capacity: usize) -> (Inbox, InboxWriter) {
+    /// A queue of `capacity` messages and its writer, counting in `metrics`.
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Inbox, InboxWriter) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(InboxStats::default());
         (
@@ -102,14 +119,20 @@ impl Inbox {
                 tx,
                 bytes: Arc::new(Semaphore::new(QUEUE_KIB as usize)),
                 stats: stats.clone(),
+                metrics: metrics.clone(),
             },
-            InboxWriter { rx, stats },
+            InboxWriter { rx, stats, metrics },
         )
     }
 
-    /// The counters.
+    /// The writer's condition.
     pub fn stats(&self) -> &InboxStats {
         &self.stats
+    }
+
+    /// Messages waiting in the queue (not those of the batch being written).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Queues `item`, or hands it back when the queue is full (in
@@ -143,11 +166,11 @@ impl Inbox {
         Some(Room { slot, bytes })
     }
 
-    /// Counts a QoS 0 message dropped for want of room; true for the ones
-    /// worth a log line (the first, then every 1,000th).
-    pub(crate) fn count_dropped(&self) -> bool {
-        let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        n.is_multiple_of(1_000)
+    /// Counts a QoS 0 message dropped for want of room; the count so far
+    /// for the ones worth a log line (the first, then every 1,000th).
+    pub(crate) fn count_dropped(&self) -> Option<u64> {
+        let n = self.metrics.inbox_dropped.inc();
+        n.is_multiple_of(1_000).then_some(n + 1)
     }
 }
 
@@ -164,6 +187,7 @@ impl InboxWriter {
             if got == 0 {
                 return;
             }
+            self.writing(&batch);
             if !self.write(&pool, &mut batch, &token).await {
                 break;
             }
@@ -229,19 +253,40 @@ impl InboxWriter {
 
     /// A batch the database refused: each row alone, dropping the refused.
     async fn one_by_one(&mut self, pool: &PgPool, batch: &mut Vec<Item>) {
+        let mut refused = 0;
         for item in batch.iter() {
             if let Err(e) = store::insert_inbound(pool, &[&item.record]).await {
+                refused += 1;
+                self.metrics.inbox_dropped.inc();
                 tracing::warn!(
                     connection_id = item.record.connection_id, error = %e,
                     "The database refused a received message; dropped."
                 );
             }
         }
-        self.done(batch);
+        self.metrics
+            .inbox_stored
+            .inc_by(batch.len() as u64 - refused);
+        self.finished(batch);
+    }
+
+    /// Notes the batch about to be written (its first message is the oldest).
+    fn writing(&self, batch: &[Item]) {
+        let oldest = batch
+            .first()
+            .map_or(0, |i| i.record.received_at.timestamp_millis());
+        self.stats.oldest_ms.store(oldest.max(1), Ordering::Relaxed);
+    }
+
+    /// The batch is stored: counts it and answers it.
+    fn done(&self, batch: &mut Vec<Item>) {
+        self.metrics.inbox_stored.inc_by(batch.len() as u64);
+        self.finished(batch);
     }
 
     /// Answers the batch's QoS 1/2 messages and empties it.
-    fn done(&self, batch: &mut Vec<Item>) {
+    fn finished(&self, batch: &mut Vec<Item>) {
+        self.stats.oldest_ms.store(0, Ordering::Relaxed);
         for item in batch.drain(..) {
             if let Some((reply, stored)) = item.reply {
                 // The actor may be gone (stopped): nothing to acknowledge.

@@ -2,8 +2,10 @@
 //! outbox hub, started together by [`Mail::new`].
 
 use crate::inbox::{Inbox, InboxWriter};
+use crate::metrics::Metrics;
 use crate::outbox::{OutboxHub, OutboxTask};
 use settings::Settings;
+use std::sync::Arc;
 use store::PgPool;
 
 /// Handed to every actor; cheap to clone.
@@ -13,6 +15,8 @@ pub struct Mail {
     pub inbox: Inbox,
     /// Wake-ups for outbox rows and the marks of sent ones.
     pub outbox: OutboxHub,
+    /// The service's counters.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The background tasks behind [`Mail`]; run both.
@@ -24,13 +28,22 @@ pub struct MailTasks {
 }
 
 impl Mail {
-    /// The actors' side and the tasks, sized by the settings.
-    pub fn new(pool: PgPool, settings: &Settings) -> (Mail, MailTasks) {
-        let (inbox, writer) = Inbox::new(settings.inbox_buffer as usize);
-        let (outbox, task) =
-            OutboxHub::new(pool, settings.inbox_retention, settings.monitor_interval);
+    /// The actors' side and the tasks, sized by the settings, counting in
+    /// `metrics`.
+    pub fn new(pool: PgPool, settings: &Settings, metrics: Arc<Metrics>) -> (Mail, MailTasks) {
+        let (inbox, writer) = Inbox::new(settings.inbox_buffer as usize, metrics.clone());
+        let (outbox, task) = OutboxHub::new(
+            pool,
+            settings.inbox_retention,
+            settings.monitor_interval,
+            metrics.clone(),
+        );
         (
-            Mail { inbox, outbox },
+            Mail {
+                inbox,
+                outbox,
+                metrics,
+            },
             MailTasks {
                 inbox: writer,
                 outbox: task,

@@ -21,15 +21,17 @@
 //! for them until the [`Shutdown`] deadline less the reserve for the final
 //! state write, then aborts the rest and records them `stopped`.
 
+mod control;
 mod decisions;
 mod fleet_view;
 mod listen;
 mod stop;
 
 use crate::backoff::Backoff;
-use crate::connection::ConnectionHandle;
+use crate::connection::{ConnectionHandle, Lineage};
 use crate::fleet::Fleet;
 use crate::mail::Mail;
+use crate::metrics::ConnectionCounters;
 use crate::plan::{plan, validate_all};
 use crate::recorder::Recorder;
 use crate::shutdown::Shutdown;
@@ -42,7 +44,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use store::PgPool;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
+
+pub use control::{Command, CommandError, MonitorControl};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +115,12 @@ pub struct Monitor {
     counts: (usize, usize),
     db_backoff: Backoff,
     db_failing: bool,
+    /// Rows held down through the API.
+    held: HashMap<i64, control::Held>,
+    /// Each row's message counts, kept across restarts of its actor.
+    counters: HashMap<i64, Arc<ConnectionCounters>>,
+    commands: mpsc::Receiver<control::Request>,
+    control: MonitorControl,
 }
 
 impl Monitor {
@@ -127,6 +137,7 @@ impl Monitor {
         fleet: watch::Sender<Arc<Fleet>>,
     ) -> Self {
         let interval = options.settings.monitor_interval;
+        let (control, commands) = MonitorControl::channel();
         Monitor {
             pool,
             settings: options.settings,
@@ -150,7 +161,16 @@ impl Monitor {
             counts: (0, 0),
             db_backoff: Backoff::new(Duration::from_secs(1), interval),
             db_failing: false,
+            held: HashMap::new(),
+            counters: HashMap::new(),
+            commands,
+            control,
         }
+    }
+
+    /// Where the API sends commands (reconnect, disconnect).
+    pub fn control(&self) -> MonitorControl {
+        self.control.clone()
     }
 
     /// Runs until the shutdown begins, then shuts every actor down and
@@ -176,16 +196,25 @@ impl Monitor {
                     self.on_exit(joined);
                     false
                 }
+                Some(command) = self.commands.recv() => {
+                    self.command(command);
+                    false
+                }
                 () = self.wake.notified() => true,
                 () = tokio::time::sleep_until(due) => true,
             };
             if reconcile {
                 // A reconcile waiting on a slow database is abandoned at the
                 // shutdown.
+                let began = Instant::now();
                 match token.run_until_cancelled(self.reconcile()).await {
                     Some(next) => next_due = next,
                     None => break,
                 }
+                self.mail
+                    .metrics
+                    .reconcile_duration
+                    .observe(began.elapsed().as_secs_f64());
             }
         }
         listener.abort();
@@ -227,6 +256,9 @@ impl Monitor {
                     .collect();
                 self.revive_at.retain(|id, _| ids.contains(id));
                 self.crashes.retain(|id, _| ids.contains(id));
+                let rows_now: HashSet<i64> = rows.iter().map(|r| r.id).collect();
+                self.counters.retain(|id, _| rows_now.contains(id));
+                self.release_changed_holds();
                 Instant::now() + self.settings.monitor_interval
             }
             Err(e) => {
@@ -263,9 +295,14 @@ impl Monitor {
             .collect();
         let now = Instant::now();
         let revive_at = &self.revive_at;
-        let plan = plan(&self.desired, &running, |id| {
-            revive_at.get(&id).is_none_or(|at| *at <= now)
-        });
+        let held = &self.held;
+        // A held row is not wanted: its actor stops and none starts.
+        let plan = plan(
+            &self.desired,
+            &running,
+            |id| revive_at.get(&id).is_none_or(|at| *at <= now),
+            |id| held.contains_key(&id),
+        );
 
         self.log_plan(&plan, &running);
 
@@ -299,7 +336,10 @@ impl Monitor {
             &self.token,
             &mut self.tasks,
             &self.tracked,
-            predecessors,
+            Lineage {
+                predecessors,
+                counters: self.counters.entry(id).or_default().clone(),
+            },
             self.mail.clone(),
         );
         self.actors.insert(id, Actor { handle, abort });

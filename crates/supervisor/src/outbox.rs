@@ -7,6 +7,7 @@
 //! with pending rows.
 
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -42,16 +43,19 @@ pub struct OutboxTask {
     marks: mpsc::UnboundedReceiver<Marks>,
     retention: Duration,
     sweep_every: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl OutboxHub {
     /// The hub for `pool`, and its task (run it with [`OutboxTask::run`]).
     /// `retention`: age of messages to prune; `sweep_every`: how often to
-    /// look at every outbox without a notification.
+    /// look at every outbox without a notification; `metrics` counts the
+    /// rows it fails.
     pub fn new(
         pool: PgPool,
         retention: Duration,
         sweep_every: Duration,
+        metrics: Arc<Metrics>,
     ) -> (OutboxHub, OutboxTask) {
         let (tx, rx) = mpsc::unbounded_channel();
         let hub = OutboxHub {
@@ -64,6 +68,7 @@ impl OutboxHub {
             marks: rx,
             retention,
             sweep_every,
+            metrics,
         };
         (hub, task)
     }
@@ -209,10 +214,13 @@ impl OutboxTask {
     async fn fail_orphans(&self) {
         match store::fail_orphaned_outbox(&self.hub.pool).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                rows = n,
-                "Outbox rows for unknown or disabled connections marked failed."
-            ),
+            Ok(n) => {
+                self.metrics.outbox_failed.inc_by(n);
+                tracing::warn!(
+                    rows = n,
+                    "Outbox rows for unknown or disabled connections marked failed."
+                );
+            }
             Err(e) => tracing::debug!(error = %e, "Cannot check the outbox for orphaned rows."),
         }
     }

@@ -19,16 +19,20 @@ pub struct Plan {
 
 /// Computes the plan. `desired` holds the enabled rows, validated;
 /// `running` the specs of live actors; `may_start(id)` is false while a
-/// crashed actor waits for its revive time.
+/// crashed actor waits for its revive time; `held(id)` is true for rows
+/// held down through the API (stopped, not started).
 pub fn plan(
     desired: &[Result<ConnectionSpec, InvalidRow>],
     running: &HashMap<i64, Arc<ConnectionSpec>>,
     may_start: impl Fn(i64) -> bool,
+    held: impl Fn(i64) -> bool,
 ) -> Plan {
     let mut out = Plan::default();
     let mut wanted = HashSet::new();
     for row in desired {
         match row {
+            // Held down through the API: not wanted while held.
+            Ok(spec) if held(spec.id) => {}
             Ok(spec) => {
                 wanted.insert(spec.id);
                 match running.get(&spec.id) {
@@ -133,7 +137,7 @@ mod tests {
         .into();
         c.port = 1884;
         let desired = vec![Ok(a), Ok(b.clone()), Ok(c.clone())];
-        let p = plan(&desired, &running, |_| true);
+        let p = plan(&desired, &running, |_| true, |_| false);
         assert_eq!(p.start, vec![b]);
         assert_eq!(p.restart, vec![c]);
         assert_eq!(p.stop, vec![4]);
@@ -149,7 +153,7 @@ mod tests {
             broker: None,
             reason: Box::new(RowError::PasswordWithoutUser),
         };
-        let p = plan(&[Err(invalid)], &running, |_| true);
+        let p = plan(&[Err(invalid)], &running, |_| true, |_| false);
         assert!(p.start.is_empty() && p.restart.is_empty());
         assert_eq!(p.stop, vec![1]);
     }
@@ -158,7 +162,25 @@ mod tests {
     fn waits_for_revive_time_and_ignores_unchanged() {
         let a = spec(1, "a");
         let running: HashMap<i64, Arc<ConnectionSpec>> = [(1, Arc::new(a.clone()))].into();
-        let p = plan(&[Ok(a), Ok(spec(2, "b"))], &running, |id| id != 2);
+        let p = plan(
+            &[Ok(a), Ok(spec(2, "b"))],
+            &running,
+            |id| id != 2,
+            |_| false,
+        );
         assert_eq!(p, Plan::default());
+    }
+
+    #[test]
+    fn held_rows_are_stopped_and_not_started() {
+        let running: HashMap<i64, Arc<ConnectionSpec>> = [(1, Arc::new(spec(1, "a")))].into();
+        let p = plan(
+            &[Ok(spec(1, "a")), Ok(spec(2, "b"))],
+            &running,
+            |_| true,
+            |_| true,
+        );
+        assert!(p.start.is_empty() && p.restart.is_empty());
+        assert_eq!(p.stop, vec![1]);
     }
 }

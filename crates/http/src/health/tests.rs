@@ -23,6 +23,8 @@ fn view(id: i64, status: Status) -> ConnectionView {
         client_id: format!("site_{id}_test"),
         broker: Some("127.0.0.1:1883".to_owned()),
         state: watch::channel(state).1,
+        counters: None,
+        held: false,
     }
 }
 
@@ -63,6 +65,9 @@ fn app(fleet: Fleet, pool: Option<PgPool>) -> AppState {
         instance_id: "bfg_back".to_owned(),
         version: "0.1.0",
         inbox: Arc::new(OnceLock::new()),
+        settings: Arc::new(settings::Settings::defaults()),
+        metrics: Arc::default(),
+        control: Arc::new(OnceLock::new()),
     }
 }
 

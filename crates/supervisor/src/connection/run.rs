@@ -9,6 +9,7 @@ use super::report::{Context, Level, Report, report};
 use crate::inbox::Stored;
 use crate::link::{Link, LinkError, LinkEvent};
 use crate::mail::Mail;
+use crate::metrics::{ConnectionCounters, DisconnectReason};
 use crate::recorder::Recorder;
 use crate::spec::ConnectionSpec;
 use crate::state::{ConnectionState, Status};
@@ -49,6 +50,8 @@ pub(super) struct ConnectionManager {
     unanswered: Unanswered,
     /// The inbox writer's queue and the outbox hub.
     mail: Mail,
+    /// This connection's message counts (shared with its handle).
+    counters: Arc<ConnectionCounters>,
     /// Received messages, their storage and acknowledgements.
     inbound: InboundState,
     /// Where the inbox writer answers for the current connection (set
@@ -71,7 +74,7 @@ impl ConnectionManager {
         recorder: Recorder,
         state: watch::Sender<ConnectionState>,
         token: CancellationToken,
-        predecessors: Vec<super::ConnectionHandle>,
+        lineage: super::Lineage,
         task: TaskGuard,
         mail: Mail,
     ) -> Self {
@@ -86,13 +89,14 @@ impl ConnectionManager {
             recorder,
             state,
             token,
-            predecessors,
+            predecessors: lineage.predecessors,
             policy,
             _task: task,
             failures_in_a_row: 0,
             unanswered: Unanswered::default(),
             outbound: Outbound::new(spec_window),
             mail,
+            counters: lineage.counters,
             inbound: InboundState::default(),
             stored_tx: None,
             marked_tx: None,
@@ -160,6 +164,7 @@ impl ConnectionManager {
                 continue;
             }
             self.policy.connected();
+            self.mail.metrics.connects.inc();
             self.unanswered = Unanswered::default();
             // Acks of an earlier connection mean nothing on this one.
             self.inbound.reset();
@@ -234,6 +239,16 @@ impl ConnectionManager {
             Level::Error => tracing::error!(%broker, error, "{message}"),
             Level::Warn => tracing::warn!(%broker, error, "{message}"),
             Level::Info => tracing::info!(%broker, error, attempt, "{message}"),
+        }
+        let ended = match status {
+            Status::Cooldown => Some(DisconnectReason::Takeover),
+            Status::Error => Some(DisconnectReason::Refused),
+            // A failed attempt to reach the broker ends no connection.
+            _ if up_for.is_some() => Some(DisconnectReason::Lost),
+            _ => None,
+        };
+        if let Some(ended) = ended {
+            self.mail.metrics.disconnect(ended, 1);
         }
         let delay = judgement.decision.delay();
         let until = (status == Status::Cooldown).then(|| Utc::now() + delay);

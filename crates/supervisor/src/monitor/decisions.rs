@@ -61,6 +61,9 @@ impl Monitor {
         if self.disabled.contains(&id) {
             return "row disabled".to_owned();
         }
+        if self.held.contains_key(&id) {
+            return "disconnected through the API".to_owned();
+        }
         match self
             .desired
             .iter()

@@ -20,6 +20,8 @@ impl Monitor {
                     client_id: spec.client_id.clone(),
                     broker: Some(spec.broker()),
                     state: a.handle.state(),
+                    counters: Some(a.handle.counters().clone()),
+                    held: false,
                 }
             })
             .chain(self.invalid.values().map(|inv| ConnectionView {
@@ -28,6 +30,17 @@ impl Monitor {
                 client_id: inv.row.client_id.clone(),
                 broker: inv.row.broker.clone(),
                 state: inv.state.clone(),
+                counters: None,
+                held: false,
+            }))
+            .chain(self.held.iter().map(|(id, held)| ConnectionView {
+                id: *id,
+                name: held.spec.name.clone(),
+                client_id: held.spec.client_id.clone(),
+                broker: Some(held.spec.broker()),
+                state: held.state.clone(),
+                counters: self.counters.get(id).cloned(),
+                held: true,
             }))
             .collect();
         // Crashed actors waiting for revival still count as enabled, down.
@@ -45,6 +58,8 @@ impl Monitor {
                     client_id: spec.client_id.clone(),
                     broker: Some(spec.broker()),
                     state: rx,
+                    counters: self.counters.get(id).cloned(),
+                    held: false,
                 });
             }
         }

@@ -28,7 +28,7 @@ fn monitor(pool: PgPool) -> (Monitor, FleetWatch, CancellationToken) {
     let shutdown = Shutdown::new(Duration::from_secs(5));
     let token = shutdown.token().clone();
     let (tx, rx) = Fleet::channel();
-    let (mail, _tasks) = crate::Mail::new(pool.clone(), &settings());
+    let (mail, _tasks) = crate::Mail::new(pool.clone(), &settings(), Default::default());
     let m = Monitor::new(
         pool,
         MonitorOptions {

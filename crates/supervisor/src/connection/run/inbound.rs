@@ -72,6 +72,8 @@ impl ConnectionManager {
     /// Takes a received message: stores it when it should be, and owes its
     /// acknowledgement.
     pub(super) fn receive(&mut self, message: Inbound) {
+        self.mail.metrics.received(1);
+        self.counters.add_received(1);
         let store = self.spec.store_inbound
             && self.spec.status_topic.as_deref() != Some(message.topic.as_str())
             && self
@@ -133,14 +135,9 @@ impl ConnectionManager {
     }
 
     fn dropped(&self) {
-        if self.mail.inbox.count_dropped() {
+        if let Some(dropped_total) = self.mail.inbox.count_dropped() {
             tracing::warn!(
-                dropped_total = self
-                    .mail
-                    .inbox
-                    .stats()
-                    .dropped
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                dropped_total,
                 "Inbox queue full (MQTT_INBOX_BUFFER): QoS 0 message dropped."
             );
         }

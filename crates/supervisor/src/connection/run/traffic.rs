@@ -99,7 +99,7 @@ impl ConnectionManager {
             let _ = self.note(event);
         }
         self.outbound.connection_lost();
-        self.mail.outbox.mark(self.outbound.take_marks(), None);
+        self.hand_marks(false);
         Ending::Lost(error)
     }
 
@@ -136,9 +136,25 @@ impl ConnectionManager {
                 (after, rows)
             }));
         }
+        self.hand_marks(true);
+    }
+
+    /// Counts the rows settled since the last call and hands their marks to
+    /// the writer; with `told`, it says on `marked_tx` when they are written.
+    fn hand_marks(&mut self, told: bool) {
+        let marks = self.outbound.take_marks();
+        if marks.is_empty() {
+            return;
+        }
+        let published = marks.published.len() as u64;
+        self.mail.metrics.published(published);
         self.mail
-            .outbox
-            .mark(self.outbound.take_marks(), self.marked_tx.as_ref());
+            .metrics
+            .outbox_failed
+            .inc_by(marks.failed.len() as u64);
+        self.counters.add_published(published);
+        let tx = if told { self.marked_tx.as_ref() } else { None };
+        self.mail.outbox.mark(marks, tx);
     }
 
     /// Takes note of one event of the live connection.
@@ -196,8 +212,11 @@ impl ConnectionManager {
 
     /// Retained `offline`, then DISCONNECT; polls until it is written.
     pub(super) async fn goodbye(&mut self, link: &mut Link) {
+        self.mail
+            .metrics
+            .disconnect(crate::metrics::DisconnectReason::Shutdown, 1);
         self.outbound.connection_lost();
-        self.mail.outbox.mark(self.outbound.take_marks(), None);
+        self.hand_marks(false);
         if let Some(topic) = &self.spec.status_topic
             && let Err(e) = link.client.publish_status(topic, "offline")
         {
