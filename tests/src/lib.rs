@@ -26,6 +26,7 @@
 
 mod amqtt;
 mod any_broker;
+mod api;
 mod app;
 mod broker;
 mod db;
@@ -43,6 +44,7 @@ mod table_lock;
 
 pub use amqtt::{AMQTT_VERSION, Amqtt, AmqttUser};
 pub use any_broker::{AnyBroker, DENIED_FILTER, LIMITED, LIMITED_PREFIX, SITE};
+pub use api::Api;
 pub use app::{App, binary_path, http_get, pump_output};
 pub use broker::Broker;
 pub use db::{Row, database_url, insert, state, wait_error, wait_status};
