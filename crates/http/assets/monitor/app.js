@@ -262,8 +262,9 @@ function fill(r, c) {
   setText(r.reconnects, nf.format(c.reconnects));
   setText(r.in, nf.format(c.messages_in));
   setText(r.out, nf.format(c.messages_out));
-  setText(r.detail, c.detail);
-  const err = c.last_error && c.last_error !== c.detail ? c.last_error : "";
+  setText(r.detail, c.detail === c.status ? "" : c.detail); // "connected" again is noise
+  // The detail often repeats the last error ("connection refused; retrying in 4 s").
+  const err = c.last_error && !(c.detail || "").includes(c.last_error) ? c.last_error : "";
   setText(r.error, err && `last error: ${err}`);
   r.error.hidden = !err;
   r.error.classList.toggle("old", c.state === "connected");
@@ -376,7 +377,7 @@ function feedItem(it) {
     const b = h("span", "badge", it.status);
     b.dataset.status = b.dataset.state = it.status;
     meta.append(b);
-    if (it.detail) li.append(h("div", "payload", it.detail));
+    if (it.detail && it.detail !== it.status) li.append(h("div", "payload", it.detail));
     return li;
   }
   meta.append(h("span", "topic", it.topic), h("span", "tag", `QoS ${it.qos}`));
