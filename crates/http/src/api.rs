@@ -66,7 +66,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health_slash))
         .routes(routes!(health_bare))
-        .routes(routes!(crate::metrics::handler))
+        .routes(routes!(crate::metrics::metrics))
         .routes(routes!(connections::list, connections::create))
         .routes(routes!(
             connections::detail,

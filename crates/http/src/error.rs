@@ -74,7 +74,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
             StoreError::Exists(_) => ApiError::conflict(e.to_string()),
             StoreError::Rejected(_) => ApiError::unprocessable(e.to_string()),
-            e => ApiError::unavailable(format!("the database did not answer: {e}")),
+            e => ApiError::unavailable(format!("database error: {e}")),
         }
     }
 }

@@ -67,7 +67,7 @@ struct ConnectionDirectionLabel {
     tag = "health",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"))
 )]
-pub(crate) async fn handler(State(app): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(app): State<AppState>) -> Response {
     let (database_up, pending) = match app.pool.get() {
         Some(pool) => {
             let up = matches!(

@@ -98,6 +98,9 @@ pub async fn add_connection(pool: &PgPool, new: &NewConnection) -> Result<i64, S
 
 /// Sets `is_enabled`; `StoreError::NotFound` for an unknown name.
 pub async fn set_enabled(pool: &PgPool, name: &str, enabled: bool) -> Result<(), StoreError> {
+    if !crate::api::storable(name) {
+        return Err(StoreError::NotFound(name.to_owned()));
+    }
     let done = sqlx::query("UPDATE mqtt_connections SET is_enabled = $2 WHERE name = $1")
         .bind(name)
         .bind(enabled)
@@ -111,6 +114,9 @@ pub async fn set_enabled(pool: &PgPool, name: &str, enabled: bool) -> Result<(),
 
 /// Deletes a connection (its state goes with it; its history stays).
 pub async fn remove_connection(pool: &PgPool, name: &str) -> Result<(), StoreError> {
+    if !crate::api::storable(name) {
+        return Err(StoreError::NotFound(name.to_owned()));
+    }
     let done = sqlx::query("DELETE FROM mqtt_connections WHERE name = $1")
         .bind(name)
         .execute(pool)

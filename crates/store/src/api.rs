@@ -18,6 +18,9 @@ pub async fn connection_by_name(
     pool: &PgPool,
     name: &str,
 ) -> Result<Option<ConnectionRow>, StoreError> {
+    if !storable(name) {
+        return Ok(None);
+    }
     Ok(sqlx::query_as::<_, ConnectionRow>(
         "SELECT id, name, is_enabled, broker_host, broker_port, protocol, use_tls, \
                 ca_cert_pem, username, password, keep_alive_secs, clean_session, \
@@ -28,6 +31,12 @@ pub async fn connection_by_name(
     .bind(name)
     .fetch_optional(pool)
     .await?)
+}
+
+/// False for text no row can hold: Postgres `text` has no NUL, and asking
+/// for it is an error, not an empty answer.
+pub(crate) fn storable(text: &str) -> bool {
+    !text.contains('\0')
 }
 
 /// Inserts `row` (its id and timestamps are ignored); returns the new id.

@@ -195,6 +195,16 @@ impl ConnectionSpec {
             }
             checks::password(password)?;
         }
+        // Any byte may key an HMAC, but Postgres text cannot hold NUL: a
+        // secret with one could never be stored (only the API and the CLI
+        // can offer one).
+        if row.hmac_secret.as_deref().is_some_and(|s| s.contains('\0')) {
+            return Err(RowError::ControlCharacter {
+                column: "hmac_secret",
+                quoted: String::new(),
+                character: crate::untrusted::clean("\0"),
+            });
+        }
         if row.hmac_secret.as_deref() == Some("") && !row.verify_inbound_hmac {
             return Err(RowError::HmacSecretEmpty);
         }

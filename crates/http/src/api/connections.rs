@@ -28,9 +28,12 @@ const EVENTS_SHOWN: i64 = 50;
 #[serde(deny_unknown_fields)]
 pub struct NewConnectionBody {
     /// Tenant key: part of the client ID and the default topic prefix.
+    #[schema(min_length = 1)]
     pub name: String,
+    #[schema(min_length = 1)]
     pub broker_host: String,
     /// Default 1883.
+    #[schema(minimum = 1, maximum = 65535)]
     pub broker_port: Option<i32>,
     /// `3.1.1` (default) or `5`.
     pub protocol: Option<String>,
@@ -57,8 +60,11 @@ pub struct NewConnectionBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeBody {
+    #[schema(min_length = 1)]
     pub name: Option<String>,
+    #[schema(min_length = 1)]
     pub broker_host: Option<String>,
+    #[schema(minimum = 1, maximum = 65535)]
     pub broker_port: Option<i32>,
     pub protocol: Option<String>,
     pub use_tls: Option<bool>,

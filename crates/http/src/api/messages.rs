@@ -32,8 +32,10 @@ pub struct MessageFilter {
     /// One connection's messages (its name).
     pub connection: Option<String>,
     /// An MQTT topic filter (`+`, `#`) or a topic.
+    #[param(min_length = 1)]
     pub topic: Option<String>,
     /// `in` or `out`; both when left out.
+    #[param(inline)]
     pub direction: Option<Direction>,
     /// How many, newest first (1 to 500, default 50).
     #[param(minimum = 1, maximum = 500)]
