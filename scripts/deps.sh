@@ -25,6 +25,20 @@
 #     target/brokers-venv (git-ignored, next to the build; `cargo clean`
 #     removes it and this script makes it again, in about 20 s), created
 #     with python3 -m venv (python3-venv on Debian/Ubuntu);
+#   - Schemathesis, which tests an HTTP API against its OpenAPI document
+#     with generated requests (tests/e2e/api_schema.rs runs it against the
+#     REST API): schemathesis==4.32.5 from PyPI in a virtual environment at
+#     target/schemathesis-venv (git-ignored, made again after `cargo clean`,
+#     in about 20 s), the same way as amqtt's (it needs Python 3.11 or
+#     newer);
+#   - for the monitor page's browser test (tests/browser/monitor.mjs, run
+#     by tests/e2e/monitor_page.rs): Debian's Chromium (/usr/bin/chromium,
+#     with fonts-liberation for legible screenshots), Node.js and npm
+#     (Debian's nodejs + npm when npm is missing; playwright-core wants
+#     Node.js 20 or newer), and playwright-core at the version pinned in
+#     tests/browser/package-lock.json, installed there by `npm ci` into
+#     tests/browser/node_modules (git-ignored). playwright-core drives that
+#     system Chromium: it downloads no browser of its own;
 #   - the Rust toolchain (cargo), which this script cannot install: it fails
 #     with a clear message instead.
 #
@@ -50,6 +64,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Keep in step with AMQTT_VERSION in tests/src/amqtt.rs.
 AMQTT_VERSION=0.12.1
 AMQTT_VENV="$REPO/target/brokers-venv"
+# Keep in step with SCHEMATHESIS_VERSION in tests/e2e/api_schema.rs.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV="$REPO/target/schemathesis-venv"
 PG_HOST=127.0.0.1
 MQTT_PORT=1883
 
@@ -115,15 +132,24 @@ if ! have openssl; then missing+=(openssl); fi
 if ! have kill; then missing+=(procps); fi
 if ! have runuser; then missing+=(util-linux); fi
 if ! have cc; then missing+=(gcc libc6-dev); fi
+# The browser test: the path playwright-core is told to launch, and npm to
+# install playwright-core.
+if [ ! -x /usr/bin/chromium ]; then missing+=(chromium fonts-liberation); fi
+if ! have npm; then missing+=(nodejs npm); fi
 
 # True when the venv has the pinned amqtt (its version as pip recorded it).
 amqtt_ready() {
     [ -x "$AMQTT_VENV/bin/amqtt" ] &&
         [ "$("$AMQTT_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("amqtt"))' 2>/dev/null </dev/null)" = "$AMQTT_VERSION" ]
 }
+# True when the venv has the pinned schemathesis.
+schemathesis_ready() {
+    [ -x "$SCHEMATHESIS_VENV/bin/schemathesis" ] &&
+        [ "$("$SCHEMATHESIS_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null </dev/null)" = "$SCHEMATHESIS_VERSION" ]
+}
 # Debian/Ubuntu ship venv without ensurepip (python3 -m venv then fails to
 # install pip) until python3-venv is installed.
-if ! amqtt_ready; then
+if ! amqtt_ready || ! schemathesis_ready; then
     if ! have python3; then
         missing+=(python3 python3-venv)
     elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1 </dev/null; then
@@ -174,7 +200,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     [ "$install_status" -eq 0 ] || die "apt-get install ${missing[*]} failed"
 else
-    say "packages: PostgreSQL (server and client), Mosquitto (+ clients), RabbitMQ, supervisor, openssl, runuser, a C compiler and python3 are installed"
+    say "packages: PostgreSQL (server and client), Mosquitto (+ clients), RabbitMQ, supervisor, openssl, runuser, a C compiler, python3, Chromium and npm are installed"
 fi
 
 # -------------------------------------------------------------- PostgreSQL --
@@ -333,6 +359,55 @@ else
         die "pip install amqtt==$AMQTT_VERSION failed (it needs Python 3.10 or newer, this is $(python3 --version 2>&1), and access to PyPI)"
     amqtt_ready || die "amqtt $AMQTT_VERSION is not in $AMQTT_VENV after pip install"
     say "amqtt: $AMQTT_VERSION ready in $AMQTT_VENV ($((SECONDS - amqtt_started)) s)"
+fi
+
+# ------------------------------------------------------------ schemathesis --
+if schemathesis_ready; then
+    say "schemathesis: $SCHEMATHESIS_VERSION in $SCHEMATHESIS_VENV"
+else
+    schemathesis_started=$SECONDS
+    # A venv that python3 -m venv left without pip (no ensurepip) is useless.
+    if [ -f "$SCHEMATHESIS_VENV/pyvenv.cfg" ] && [ ! -x "$SCHEMATHESIS_VENV/bin/pip" ]; then
+        rm -rf "$SCHEMATHESIS_VENV"
+    fi
+    if [ ! -x "$SCHEMATHESIS_VENV/bin/pip" ]; then
+        say "schemathesis: creating a virtual environment in $SCHEMATHESIS_VENV"
+        mkdir -p "$(dirname "$SCHEMATHESIS_VENV")"
+        python3 -m venv "$SCHEMATHESIS_VENV" </dev/null ||
+            die "python3 -m venv $SCHEMATHESIS_VENV failed (on Debian/Ubuntu: apt-get install python3-venv)"
+    fi
+    say "schemathesis: installing schemathesis==$SCHEMATHESIS_VERSION from PyPI"
+    "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check --no-input \
+        "schemathesis==$SCHEMATHESIS_VERSION" </dev/null ||
+        die "pip install schemathesis==$SCHEMATHESIS_VERSION failed (it needs Python 3.11 or newer, this is $(python3 --version 2>&1), and access to PyPI)"
+    schemathesis_ready || die "schemathesis $SCHEMATHESIS_VERSION is not in $SCHEMATHESIS_VENV after pip install"
+    say "schemathesis: $SCHEMATHESIS_VERSION ready in $SCHEMATHESIS_VENV ($((SECONDS - schemathesis_started)) s)"
+fi
+
+# ------------------------------------------------------------ browser test --
+BROWSER_DIR="$REPO/tests/browser"
+# The playwright-core in node_modules, if it is the version the lockfile pins
+# (an older checkout's node_modules would drive the page with another API).
+playwright_version() {
+    (cd "$BROWSER_DIR" && node -e '
+        const fs = require("fs");
+        const lock = JSON.parse(fs.readFileSync("package-lock.json", "utf8"));
+        const want = lock.packages["node_modules/playwright-core"].version;
+        const have = JSON.parse(fs.readFileSync("node_modules/playwright-core/package.json", "utf8")).version;
+        if (have !== want) process.exit(1);
+        console.log(have);
+    ') 2>/dev/null </dev/null
+}
+if version=$(playwright_version); then
+    chromium=$(/usr/bin/chromium --version 2>/dev/null </dev/null | sed 's/ built on .*//' || true)
+    say "browser test: playwright-core $version in tests/browser, ${chromium:-Chromium} at /usr/bin/chromium"
+else
+    have npm || die "npm is missing: install Node.js 20 or newer with npm, then run this again"
+    say "browser test: installing playwright-core in tests/browser (npm ci)"
+    (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error) </dev/null ||
+        die "npm ci in $BROWSER_DIR failed (it needs the npm registry; playwright-core needs Node.js 20 or newer, this is $(node --version 2>/dev/null || echo 'no node'))"
+    version=$(playwright_version) || die "playwright-core is not in $BROWSER_DIR/node_modules after npm ci"
+    say "browser test: playwright-core $version ready in tests/browser"
 fi
 
 # -------------------------------------------------------------------- Rust --

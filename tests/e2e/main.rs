@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acks;
+mod api_schema;
 mod broker_outage;
 mod cli;
 mod crash;
@@ -23,15 +24,20 @@ mod instance_lock;
 mod invalid_rows;
 mod judgement;
 mod lifecycle;
+mod logs;
 mod matrix;
 mod memory_flood;
 mod messages;
+mod metrics;
+mod monitor_page;
 mod notify;
+mod observability_docs;
 mod outbox;
 mod outbox_durability;
 mod oversize;
 mod pg_tls;
 mod refusals;
+mod rest_api;
 mod secrets;
 mod settings;
 mod shutdown;
