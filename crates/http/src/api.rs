@@ -11,6 +11,7 @@
 
 mod actions;
 mod auth;
+mod bodies;
 mod connections;
 mod extract;
 mod messages;

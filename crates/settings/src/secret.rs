@@ -107,3 +107,86 @@ fn redact_query(query: &str) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_every_form_of_secret() {
+        const CANARY: &str = "canary-7c1d";
+        let cases = [
+            // (URL, what the redacted form must still show)
+            (
+                format!("postgres://app:{CANARY}@db:5432/x"),
+                "postgres://app:***@db:5432/x",
+            ),
+            // Percent-encoded password (`p@ss/w:rd` + canary).
+            (
+                format!("postgres://app:p%40ss%2Fw%3Ard{CANARY}@db/x"),
+                "postgres://app:***@db/x",
+            ),
+            (
+                format!("postgres://db/x?password={CANARY}"),
+                "postgres://db/x?password=***",
+            ),
+            (
+                format!("postgres://db/x?PassWord={CANARY}&sslmode=require"),
+                "?PassWord=***&sslmode=require",
+            ),
+            (
+                format!("postgres://db/x?pass%77ord={CANARY}"),
+                "?pass%77ord=***",
+            ),
+            (
+                format!("postgres://db/x?sslmode=verify-full&sslpassword={CANARY}"),
+                "sslmode=verify-full&sslpassword=***",
+            ),
+            (format!("postgres://db/x?sslkey={CANARY}"), "sslkey=***"),
+            (format!("postgres://db/x?ssl-key={CANARY}"), "ssl-key=***"),
+            (
+                format!("postgres://db/x?client_secret={CANARY}"),
+                "client_secret=***",
+            ),
+            (
+                format!("postgres://db/x?api_key={CANARY}&application_name=mqtt"),
+                "api_key=***&application_name=mqtt",
+            ),
+            (
+                format!("postgres://db/x?auth_token={CANARY}"),
+                "auth_token=***",
+            ),
+            (
+                format!("postgres://u:{CANARY}@db/x?password={CANARY}&password={CANARY}"),
+                "postgres://u:***@db/x?password=***&password=***",
+            ),
+            (
+                format!("postgres:///x?host=/run/postgresql&password={CANARY}"),
+                "host=/run/postgresql&password=***",
+            ),
+            (format!("postgres://db/x#{CANARY}"), "postgres://db/x#***"),
+        ];
+        for (url, shown) in &cases {
+            let redacted = redact_url(url);
+            assert!(!redacted.contains(CANARY), "{url} -> {redacted}");
+            assert!(
+                redacted.contains(shown),
+                "{url} -> {redacted}, expected {shown}"
+            );
+        }
+        // Harmless parameters stay as written.
+        let plain = "postgres://app@db/x?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem";
+        assert_eq!(redact_url(plain), plain);
+        // Not a URL, or a password that spilled out of the user info: *** whole.
+        for url in [
+            format!("host=db password={CANARY}"),
+            format!("postgres://app:{CANARY}@db:port/x"),
+            format!("postgres://app:12#{CANARY}@db/x"),
+            format!("postgres://app:12/{CANARY}@db/x"),
+            format!("postgres://app:12?{CANARY}@db/x"),
+            format!("postgres:{CANARY}"),
+        ] {
+            assert_eq!(redact_url(&url), "***", "{url}");
+        }
+    }
+}

@@ -10,6 +10,31 @@ use crate::{ConnectionRow, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+/// Binds the columns the application writes, as `$1`..`$16` in the order
+/// of [`insert_connection`]'s column list (a macro: `query` and
+/// `query_scalar` are different types with the same `bind`).
+macro_rules! bind_columns {
+    ($query:expr, $row:expr) => {
+        $query
+            .bind(&$row.name)
+            .bind($row.is_enabled)
+            .bind(&$row.broker_host)
+            .bind($row.broker_port)
+            .bind(&$row.protocol)
+            .bind($row.use_tls)
+            .bind(&$row.ca_cert_pem)
+            .bind(&$row.username)
+            .bind(&$row.password)
+            .bind($row.keep_alive_secs)
+            .bind($row.clean_session)
+            .bind(&$row.topic_prefix)
+            .bind(&$row.subscriptions)
+            .bind($row.store_inbound)
+            .bind(&$row.hmac_secret)
+            .bind($row.verify_inbound_hmac)
+    };
+}
+
 /// The longest an API read may run.
 const READ_TIMEOUT: &str = "SET LOCAL statement_timeout = '5s'";
 
@@ -43,65 +68,31 @@ pub(crate) fn storable(text: &str) -> bool {
 /// [`StoreError::Exists`] when the name is taken, [`StoreError::Rejected`]
 /// when the database refuses a value.
 pub async fn insert_connection(pool: &PgPool, row: &ConnectionRow) -> Result<i64, StoreError> {
-    let result = sqlx::query_scalar(
+    let insert = sqlx::query_scalar(
         "INSERT INTO mqtt_connections (name, is_enabled, broker_host, broker_port, protocol, \
             use_tls, ca_cert_pem, username, password, keep_alive_secs, clean_session, \
             topic_prefix, subscriptions, store_inbound, hmac_secret, verify_inbound_hmac) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          RETURNING id",
-    )
-    .bind(&row.name)
-    .bind(row.is_enabled)
-    .bind(&row.broker_host)
-    .bind(row.broker_port)
-    .bind(&row.protocol)
-    .bind(row.use_tls)
-    .bind(&row.ca_cert_pem)
-    .bind(&row.username)
-    .bind(&row.password)
-    .bind(row.keep_alive_secs)
-    .bind(row.clean_session)
-    .bind(&row.topic_prefix)
-    .bind(&row.subscriptions)
-    .bind(row.store_inbound)
-    .bind(&row.hmac_secret)
-    .bind(row.verify_inbound_hmac)
-    .fetch_one(pool)
-    .await;
-    result.map_err(|e| write_error(e, &row.name))
+    );
+    bind_columns!(insert, row)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| write_error(e, &row.name))
 }
 
 /// Replaces every column of row `row.id` the application writes; false
 /// when the row is gone.
 pub async fn update_connection(pool: &PgPool, row: &ConnectionRow) -> Result<bool, StoreError> {
-    let result = sqlx::query(
-        "UPDATE mqtt_connections SET name = $2, is_enabled = $3, broker_host = $4, \
-            broker_port = $5, protocol = $6, use_tls = $7, ca_cert_pem = $8, username = $9, \
-            password = $10, keep_alive_secs = $11, clean_session = $12, topic_prefix = $13, \
-            subscriptions = $14, store_inbound = $15, hmac_secret = $16, \
-            verify_inbound_hmac = $17 \
-         WHERE id = $1",
-    )
-    .bind(row.id)
-    .bind(&row.name)
-    .bind(row.is_enabled)
-    .bind(&row.broker_host)
-    .bind(row.broker_port)
-    .bind(&row.protocol)
-    .bind(row.use_tls)
-    .bind(&row.ca_cert_pem)
-    .bind(&row.username)
-    .bind(&row.password)
-    .bind(row.keep_alive_secs)
-    .bind(row.clean_session)
-    .bind(&row.topic_prefix)
-    .bind(&row.subscriptions)
-    .bind(row.store_inbound)
-    .bind(&row.hmac_secret)
-    .bind(row.verify_inbound_hmac)
-    .execute(pool)
-    .await;
-    match result {
+    let update = sqlx::query(
+        "UPDATE mqtt_connections SET name = $1, is_enabled = $2, broker_host = $3, \
+            broker_port = $4, protocol = $5, use_tls = $6, ca_cert_pem = $7, username = $8, \
+            password = $9, keep_alive_secs = $10, clean_session = $11, topic_prefix = $12, \
+            subscriptions = $13, store_inbound = $14, hmac_secret = $15, \
+            verify_inbound_hmac = $16 \
+         WHERE id = $17",
+    );
+    match bind_columns!(update, row).bind(row.id).execute(pool).await {
         Ok(done) => Ok(done.rows_affected() > 0),
         Err(e) => Err(write_error(e, &row.name)),
     }

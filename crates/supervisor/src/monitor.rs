@@ -25,6 +25,7 @@ mod control;
 mod decisions;
 mod fleet_view;
 mod listen;
+mod revive;
 mod stop;
 
 use crate::backoff::Backoff;
@@ -36,7 +37,7 @@ use crate::plan::{plan, validate_all};
 use crate::recorder::Recorder;
 use crate::shutdown::Shutdown;
 use crate::spec::{ConnectionSpec, InvalidRow};
-use crate::state::{ConnectionState, Status};
+use crate::state::ConnectionState;
 use crate::tasks::{TaskKind, Tasks};
 use crate::untrusted::clean;
 use settings::Settings;
@@ -375,55 +376,6 @@ impl Monitor {
             );
         }
         self.invalid.retain(|id, _| seen.contains(id));
-    }
-
-    /// An actor task ended: expected after a stop, a crash otherwise.
-    fn on_exit(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        let (task, panic) = match &joined {
-            Ok((task, ())) => (*task, None),
-            Err(e) if e.is_panic() => (e.id(), Some(e.to_string())),
-            Err(e) => (e.id(), None),
-        };
-        let Some(id) = self
-            .actors
-            .iter()
-            .find(|(_, a)| a.abort.id() == task)
-            .map(|(id, _)| *id)
-        else {
-            // A stopped or replaced actor finished closing.
-            self.stopping.retain(|_, closing| {
-                closing.retain(|a| a.abort.id() != task);
-                !closing.is_empty()
-            });
-            return;
-        };
-        let Some(actor) = self.actors.remove(&id) else {
-            return;
-        };
-        let spec = actor.handle.spec().clone();
-        let (backoff, last) = self
-            .crashes
-            .entry(id)
-            .or_insert_with(|| (Backoff::for_reconnects(), Instant::now()));
-        if last.elapsed() > CRASH_MEMORY {
-            backoff.reset();
-        }
-        *last = Instant::now();
-        let delay = backoff.next_ceiling();
-        self.revive_at.insert(id, Instant::now() + delay);
-        let what = panic.unwrap_or_else(|| "ended unexpectedly".to_owned());
-        tracing::error!(
-            connection = %spec.name, client_id = %spec.client_id, error = %what,
-            "Connection actor died; restarting in {} s.", delay.as_secs()
-        );
-        let mut state = actor.handle.state().borrow().clone();
-        state.status = Status::Disconnected;
-        state.detail = format!("actor died ({what}); restarting in {} s", delay.as_secs());
-        state.last_error = Some(state.detail.clone());
-        state.connected_since = None;
-        self.recorder
-            .record(spec.id, &spec.name, &spec.client_id, &state);
-        self.publish_fleet(true);
     }
 }
 
