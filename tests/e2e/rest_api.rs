@@ -5,7 +5,7 @@
 //! routes served.
 
 use mqtt_supervisor_tests::{
-    Api, App, Broker, Observer, Row, database_url, eventually, insert, wait_status,
+    Api, App, Broker, Observer, Row, database_url, eventually, insert, state, wait_status,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -215,6 +215,14 @@ async fn every_endpoint_against_a_real_broker(pool: PgPool) {
     assert_eq!(list["connections"][0]["held"], true, "{list}");
     let (_, health) = api.get("/api/v1/mqtt/health/").await;
     assert_eq!(health["status"], "degraded", "{health}");
+    // The state table says why too (what `connections list` shows).
+    let said = eventually(Duration::from_secs(5), || async {
+        state(&pool, id)
+            .await
+            .is_some_and(|(status, detail, _)| status == "stopped" && detail.contains("API"))
+    })
+    .await;
+    assert!(said, "{:?}", state(&pool, id).await);
     // Reconnect: a new CONNACK the broker saw, `online` again.
     let (code, body) = api
         .post("/api/v1/mqtt/connections/site_1/reconnect", json!(null))

@@ -26,10 +26,23 @@ impl Monitor {
             .map(|(id, _)| *id)
         else {
             // A stopped or replaced actor finished closing.
-            self.stopping.retain(|_, closing| {
+            let mut closed = None;
+            self.stopping.retain(|id, closing| {
+                let before = closing.len();
                 closing.retain(|a| a.abort.id() != task);
+                if closing.len() < before {
+                    closed = Some(*id);
+                }
                 !closing.is_empty()
             });
+            // Its last word was `stopped`; a row held down through the API
+            // says why in the state table too.
+            if let Some(held) = closed.and_then(|id| self.held.get(&id)) {
+                let spec = &held.spec;
+                let state = held.state.borrow().clone();
+                self.recorder
+                    .record(spec.id, &spec.name, &spec.client_id, &state);
+            }
             return;
         };
         let Some(actor) = self.actors.remove(&id) else {
