@@ -157,8 +157,10 @@ impl Outbound {
         self.unmarked = 0;
         self.cursor = 0;
         self.more = busy;
-        // A fetch in flight answers for the old connection: its rows are
-        // dropped when they come (see `fetched`).
+        // A read in flight is dropped with the serve loop that awaited it
+        // and never answers: left `fetching`, the next connection would
+        // never read again (CI saw a broker restart stall the outbox).
+        self.fetching = false;
     }
 
     /// `Some((after, limit))` when a read should start now: while fewer

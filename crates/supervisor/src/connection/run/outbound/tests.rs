@@ -79,6 +79,17 @@ fn a_fetch_from_before_a_loss_is_dropped() {
 }
 
 #[test]
+fn a_read_cut_by_a_loss_does_not_stop_the_next_connection_reading() {
+    let mut o = Outbound::new(4);
+    o.more = true;
+    assert_eq!(o.fetch_due(), Some((0, 16)));
+    o.fetching = true;
+    // The connection drops; the read's future goes with the serve loop.
+    o.connection_lost();
+    assert_eq!(o.fetch_due(), Some((0, 16)), "the next connection reads");
+}
+
+#[test]
 fn pages_are_read_until_an_empty_one() {
     let mut o = Outbound::new(2);
     o.more = true;
