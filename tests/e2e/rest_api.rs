@@ -5,7 +5,7 @@
 //! routes served.
 
 use mqtt_supervisor_tests::{
-    Api, App, Broker, Observer, Row, database_url, eventually, insert, state, wait_status,
+    Api, App, Broker, DbProxy, Observer, Row, database_url, eventually, insert, state, wait_status,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -357,4 +357,34 @@ async fn the_openapi_document_lists_exactly_the_served_routes(pool: PgPool) {
     let (code, answer) = api.get("/api/v1/mqtt/nothing-here").await;
     assert_eq!(code, 404);
     assert!(answer["error"].is_string());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_list_shows_live_states_while_the_database_is_unreachable(pool: PgPool) {
+    let broker = Broker::start().await;
+    let id = insert(&pool, &Row::new("site_1", broker.port())).await;
+    let proxy = DbProxy::start_for(&pool).await;
+    let app = App::spawn(&proxy.url_for(&pool), &[]);
+    app.ready().await;
+    assert!(wait_status(&pool, id, "connected", Duration::from_secs(10)).await);
+    let api = Api::new(app.http_port());
+    let (code, list) = api.get("/api/v1/mqtt/connections").await;
+    assert_eq!((code, &list["database"]), (200, &json!("ok")), "{list}");
+
+    proxy.freeze().await;
+    let (code, list) = api.get("/api/v1/mqtt/connections").await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["database"], "unreachable", "{list}");
+    assert!(list["rows_as_of"].is_string(), "{list}");
+    assert_eq!(status_of(&list, "site_1").as_deref(), Some("connected"));
+    // What needs the database now says so, within the request bound.
+    let (code, body) = api.get("/api/v1/mqtt/events").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    proxy.thaw().await;
+    let back = eventually(Duration::from_secs(15), || async {
+        api.get("/api/v1/mqtt/connections").await.1["database"] == "ok"
+    })
+    .await;
+    assert!(back);
 }

@@ -117,3 +117,23 @@ pub(crate) async fn method_not_allowed(
         format!("{method} is not served at {}", uri.path()),
     )
 }
+
+/// The longest a request may take: every query is bounded here, so a
+/// database that stops answering (a frozen network) fails requests
+/// instead of holding them.
+const REQUEST_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Answers 503 when the handler takes longer than [`REQUEST_BOUND`].
+pub(crate) async fn bounded(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(REQUEST_BOUND, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable(format!(
+            "no answer within {} s: is the database reachable?",
+            REQUEST_BOUND.as_secs()
+        ))
+        .into_response(),
+    }
+}

@@ -20,9 +20,10 @@ pub use error::{ApiError, ErrorBody};
 pub use health::{HealthReport, assess};
 
 use axum::Router;
+use chrono::{DateTime, Utc};
 use settings::Settings;
 use sqlx::PgPool;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use supervisor::monitor::MonitorControl;
 use supervisor::{FleetWatch, Metrics};
@@ -52,7 +53,13 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Where reconnect and disconnect go, once the monitor runs.
     pub control: Arc<OnceLock<MonitorControl>>,
+    /// The rows `GET connections` read last, and when: shown with live
+    /// states while the database is unreachable.
+    pub last_rows: LastRows,
 }
+
+/// The last rows read for the API, and when.
+pub type LastRows = Arc<Mutex<Option<(DateTime<Utc>, Vec<store::ListedConnection>)>>>;
 
 /// Every route: health, metrics, the API with its OpenAPI document, the
 /// monitor page. Each request gets a debug-level log line (target
@@ -62,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api_routes)
         .merge(monitor_page::routes())
+        .layer(axum::middleware::from_fn(error::bounded))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

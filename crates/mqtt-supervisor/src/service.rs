@@ -61,6 +61,7 @@ pub async fn run(
         settings: settings.clone(),
         metrics: metrics.clone(),
         control: control_cell.clone(),
+        last_rows: Arc::default(),
     };
     let http_token = token.clone();
     tasks.spawn(TaskKind::Http, async move {

@@ -70,6 +70,9 @@ pub enum StoreError {
     /// The URL in DATABASE_URL cannot be used.
     #[error("DATABASE_URL: {0}")]
     Url(String),
+    /// The database did not answer in time.
+    #[error("the database did not answer in time")]
+    TimedOut,
     /// No connection has this name.
     #[error("no connection named `{0}`")]
     NotFound(String),

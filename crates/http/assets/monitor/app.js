@@ -133,7 +133,11 @@ async function poll() {
   if (S.failing) showBanner(c.reason);
   else {
     S.lastOk = Date.now();
-    el.banner.hidden = true;
+    if (c.value.database === "unreachable") {
+      // States are live; the rows are those of the last database read.
+      el.banner.textContent = `The database is unreachable: connection states are live, the list of connections is as of ${clock(ms(c.value.rows_as_of))}; messages and events cannot be read.`;
+      el.banner.hidden = false;
+    } else el.banner.hidden = true;
     takeConnections(c.value);
   }
   if (m.status === "fulfilled" && e.status === "fulfilled") {

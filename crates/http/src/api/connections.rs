@@ -16,8 +16,13 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::sync::PoisonError;
 use store::{ConnectionRow, ListedConnection};
 use supervisor::ConnectionView;
+
+/// How long the list waits for the database before it shows the rows of
+/// its last read (the monitor page polls every 2 s).
+const LIST_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Events shown with one connection.
 const EVENTS_SHOWN: i64 = 50;
@@ -29,12 +34,34 @@ const EVENTS_SHOWN: i64 = 50;
     tag = "connections",
     responses(
         (status = 200, body = ConnectionList),
-        (status = 503, description = "database unreachable", body = ErrorBody),
+        (status = 503, description = "database unreachable and never read yet", body = ErrorBody),
     )
 )]
 pub(super) async fn list(State(app): State<AppState>) -> Result<Json<ConnectionList>, ApiError> {
     let pool = pool(&app)?;
-    let rows = store::list_connections(pool).await?;
+    // While the database is down the live states are still known: the
+    // rows of the last read, with the states of now. 503 only before any
+    // read succeeded.
+    let read = tokio::time::timeout(LIST_BOUND, store::list_connections(pool)).await;
+    let (rows, rows_as_of) = match read.unwrap_or_else(|_| Err(store::StoreError::TimedOut)) {
+        Ok(rows) => {
+            let now = Utc::now();
+            *app.last_rows.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((now, rows.clone()));
+            (rows, None)
+        }
+        Err(e) => {
+            let last = app
+                .last_rows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            match last {
+                Some((at, rows)) => (rows, Some(at)),
+                None => return Err(e.into()),
+            }
+        }
+    };
     let views = live_views(&app);
     let connections = rows
         .iter()
@@ -43,6 +70,12 @@ pub(super) async fn list(State(app): State<AppState>) -> Result<Json<ConnectionL
     Ok(Json(ConnectionList {
         now: Utc::now(),
         instance_id: app.instance_id.clone(),
+        database: if rows_as_of.is_some() {
+            "unreachable"
+        } else {
+            "ok"
+        },
+        rows_as_of,
         connections,
     }))
 }

@@ -12,6 +12,12 @@ pub struct ConnectionList {
     pub now: DateTime<Utc>,
     /// MQTT_INSTANCE_ID.
     pub instance_id: String,
+    /// `ok`, or `unreachable`: the rows are those of the last read (see
+    /// `rows_as_of`), their states are live.
+    #[schema(value_type = String)]
+    pub database: &'static str,
+    /// When the rows shown were read, while the database is unreachable.
+    pub rows_as_of: Option<DateTime<Utc>>,
     /// Ordered by name.
     pub connections: Vec<ConnectionSummary>,
 }

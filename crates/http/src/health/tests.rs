@@ -68,6 +68,7 @@ fn app(fleet: Fleet, pool: Option<PgPool>) -> AppState {
         settings: Arc::new(settings::Settings::defaults()),
         metrics: Arc::default(),
         control: Arc::new(OnceLock::new()),
+        last_rows: Arc::default(),
     }
 }
 
