@@ -71,6 +71,11 @@ pub struct Settings {
     /// Bearer token of the API's write endpoints; empty leaves them off
     /// (they answer 403 and say why).
     pub api_token: Secret,
+    /// How long a replica's lease on a connection lasts: renewed every
+    /// third of it; a replica that cannot renew closes its connections by
+    /// half of it; a dead replica's connections move within it.
+    #[serde(with = "units::duration")]
+    pub lease_period: Duration,
     /// Adds per-connection series (a `connection` label) to `/metrics`;
     /// for small fleets, since every tenant becomes a series.
     pub metrics_per_connection: bool,
@@ -110,6 +115,7 @@ impl Settings {
             outbox_window: 32,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
             api_token: Secret::default(),
+            lease_period: Duration::from_secs(15),
             metrics_per_connection: false,
             log_format: LogFormat::Text,
         }
@@ -135,6 +141,15 @@ pub fn sanitize_client_id_part(raw: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The host name's first label, or empty when it cannot be read.
+pub fn host_label() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    host.split('.').next().unwrap_or_default().to_owned()
 }
 
 fn default_instance_id() -> String {

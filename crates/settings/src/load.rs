@@ -29,6 +29,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("outbox_window", "MQTT_OUTBOX_WINDOW"),
     ("http_addr", "MQTT_HTTP_ADDR"),
     ("api_token", "MQTT_API_TOKEN"),
+    ("lease_period", "MQTT_LEASE_PERIOD"),
     ("metrics_per_connection", "MQTT_METRICS_PER_CONNECTION"),
     ("log_format", "MQTT_LOG_FORMAT"),
 ];
@@ -247,6 +248,7 @@ fn defaults() -> Dict {
     dict.insert("outbox_window".into(), Value::from(d.outbox_window));
     dict.insert("http_addr".into(), Value::from(d.http_addr.to_string()));
     dict.insert("api_token".into(), Value::from(String::new()));
+    dict.insert("lease_period".into(), secs(d.lease_period));
     dict.insert(
         "metrics_per_connection".into(),
         Value::from(d.metrics_per_connection),
@@ -380,6 +382,7 @@ fn display_value(s: &Settings, key: &str) -> String {
         "inbox_retention" => format_duration(s.inbox_retention),
         "outbox_window" => s.outbox_window.to_string(),
         "http_addr" => s.http_addr.to_string(),
+        "lease_period" => format_duration(s.lease_period),
         "api_token" if s.api_token.expose().is_empty() => "(not set)".to_owned(),
         "api_token" => "***".to_owned(),
         "metrics_per_connection" => s.metrics_per_connection.to_string(),

@@ -99,6 +99,26 @@ pub fn validate(s: &Settings) -> Result<(), (&'static str, String)> {
         ));
     }
     validate_api_token(s.api_token.expose()).map_err(|e| ("api_token", e))?;
+    if s.lease_period < Duration::from_secs(3) || s.lease_period > Duration::from_secs(300) {
+        return Err((
+            "lease_period",
+            "must be from 3 seconds to 5 minutes".to_owned(),
+        ));
+    }
+    // A replica that cannot renew stops at half the period and its
+    // connections' goodbyes take at most the connect timeout: they must be
+    // over before the leases expire and another replica connects.
+    if s.lease_period < 2 * (s.connect_timeout + Duration::from_secs(1)) {
+        return Err((
+            "lease_period",
+            format!(
+                "must be at least twice MQTT_CONNECT_TIMEOUT plus 2 s ({} s with MQTT_CONNECT_TIMEOUT {} s), \
+                 so that a replica that cannot renew has closed its connections before its leases expire",
+                (2 * (s.connect_timeout + Duration::from_secs(1))).as_secs(),
+                s.connect_timeout.as_secs()
+            ),
+        ));
+    }
     Ok(())
 }
 
