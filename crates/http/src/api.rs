@@ -78,6 +78,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::disconnect))
         .routes(routes!(messages::messages))
         .routes(routes!(messages::events))
+        .routes(routes!(messages::replicas))
         .routes(routes!(openapi_document))
 }
 

@@ -32,6 +32,11 @@ pub struct HealthReport {
 pub struct ServiceInfo {
     pub running: bool,
     pub instance_id: String,
+    /// This process among the replicas of the instance (`{host}-{pid}`).
+    pub replica_id: String,
+    /// Enabled connections this replica owns (holds the lease of); the
+    /// counts below are of these.
+    pub owned: usize,
     pub version: String,
     pub uptime_secs: u64,
     /// `ok` or `unreachable`.
@@ -71,6 +76,8 @@ pub struct Detail {
     pub last_error: Option<String>,
     pub cooldown_until: Option<DateTime<Utc>>,
     pub reconnects: u64,
+    /// The replica that runs it: this one.
+    pub owner: String,
 }
 
 /// `?verbose=true` (also `1`, `yes`), read leniently: a repeated or
@@ -123,6 +130,7 @@ pub fn assess(
                 last_error: s.last_error.clone(),
                 cooldown_until: s.cooldown_until,
                 reconnects: s.reconnects,
+                owner: String::new(),
             })
             .collect()
     });
@@ -136,6 +144,8 @@ pub fn assess(
         service: ServiceInfo {
             running: fleet.running,
             instance_id: String::new(),
+            replica_id: String::new(),
+            owned: enabled,
             version: String::new(),
             uptime_secs: 0,
             database: if database_ok { "ok" } else { "unreachable" },
@@ -170,6 +180,10 @@ pub(crate) async fn handler(State(app): State<AppState>, RawQuery(query): RawQue
     });
     let (mut report, code) = assess(&fleet, database_ok, inbox_ok, verbose);
     report.service.instance_id = app.instance_id.clone();
+    report.service.replica_id = app.replica_id.clone();
+    for detail in report.details.iter_mut().flatten() {
+        detail.owner = app.replica_id.clone();
+    }
     report.service.version = app.version.to_owned();
     report.service.uptime_secs = app.started.elapsed().as_secs();
     (code, [(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()

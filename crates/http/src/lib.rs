@@ -56,6 +56,10 @@ pub struct AppState {
     /// The rows `GET connections` read last, and when: shown with live
     /// states while the database is unreachable.
     pub last_rows: LastRows,
+    /// This process among the instance's replicas.
+    pub replica_id: String,
+    /// The connections this replica owns (the lease keeper's), once it runs.
+    pub owned: Arc<OnceLock<tokio::sync::watch::Receiver<supervisor::ownership::Owned>>>,
 }
 
 /// The last rows read for the API, and when.

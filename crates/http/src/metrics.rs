@@ -219,6 +219,31 @@ fn registry(app: &AppState, database_up: bool, outbox_pending: Option<i64>) -> R
         m.reconcile_duration.clone(),
     );
 
+    let held = Gauge::<i64>::default();
+    if let Some(owned) = app.owned.get() {
+        held.set(i64::try_from(owned.borrow().len()).unwrap_or(i64::MAX));
+    }
+    r.register(
+        "leases_held",
+        "Connection leases this replica holds (the connections it owns)",
+        held,
+    );
+    r.register(
+        "leases_acquired",
+        "Connection leases this replica took",
+        m.leases_acquired.clone(),
+    );
+    r.register(
+        "leases_lost",
+        "Connection leases this replica lost (not renewed in time)",
+        m.leases_lost.clone(),
+    );
+    r.register(
+        "handovers",
+        "Connections this replica closed and gave up to another replica",
+        m.handovers.clone(),
+    );
+
     let queue = Gauge::<i64>::default();
     let lag = Gauge::<f64, AtomicU64>::default();
     if let Some(inbox) = app.inbox.get() {

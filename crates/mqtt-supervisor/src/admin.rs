@@ -87,6 +87,12 @@ pub async fn list(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".to_owned()),
         ]);
     }
+    print_table(&table);
+    Ok(())
+}
+
+/// Prints rows of six cells in aligned columns.
+fn print_table(table: &[[String; 6]]) {
     let widths: Vec<usize> = (0..6)
         .map(|i| {
             table
@@ -96,7 +102,7 @@ pub async fn list(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
                 .unwrap_or(0)
         })
         .collect();
-    for row in &table {
+    for row in table {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -104,6 +110,42 @@ pub async fn list(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
             .collect();
         println!("{}", line.join("  ").trim_end());
     }
+}
+
+/// Prints the replicas of the instance: id, alive, heartbeat, share.
+pub async fn replicas(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
+    let scope = settings::sanitize_client_id_part(&settings.instance_id);
+    let rows = store::list_replicas(pool, &scope)
+        .await
+        .context("cannot read mqtt_replicas (did you run `mqtt-supervisor migrate`?)")?;
+    if rows.is_empty() {
+        println!(
+            "No replica of instance {} is running.",
+            settings.instance_id
+        );
+        return Ok(());
+    }
+    let now = Utc::now();
+    let mut table = vec![[
+        "REPLICA".to_owned(),
+        "ALIVE".to_owned(),
+        "HEARTBEAT".to_owned(),
+        "OWNED".to_owned(),
+        "VERSION".to_owned(),
+        "STARTED".to_owned(),
+    ]];
+    for r in rows {
+        let ago = (now - r.heartbeat_at).num_milliseconds() as f64 / 1000.0;
+        table.push([
+            clean(&r.replica_id),
+            if r.alive { "yes" } else { "no" }.to_owned(),
+            format!("{ago:.1} s ago"),
+            r.owned.to_string(),
+            clean(&r.version),
+            r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        ]);
+    }
+    print_table(&table);
     Ok(())
 }
 

@@ -1,10 +1,9 @@
 //! Wiring of the mqtt-supervisor service: start-up in order (HTTP, database,
-//! migrations, instance lock, recorder, monitor), readiness, and the bounded
+//! migrations, lease keeper, recorder, monitor), readiness, and the bounded
 //! parallel shutdown. `main.rs` only parses the command line, loads settings
 //! and maps errors to exit codes; everything here can be driven by tests.
 
 pub mod admin;
-pub mod lock;
 pub mod logging;
 pub mod probe;
 pub mod service;

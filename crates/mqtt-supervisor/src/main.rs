@@ -44,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         action: ConnectionsCommand,
     },
+    /// List the replicas of this MQTT_INSTANCE_ID: heartbeats and shares.
+    Replicas,
 }
 
 #[derive(Subcommand)]
@@ -143,6 +145,12 @@ fn main() -> ExitCode {
             };
         }
         Command::Connections { action } => return connections(&loaded.settings, action),
+        Command::Replicas => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let pool = admin::connect(&loaded.settings).await?;
+                admin::replicas(&pool, &loaded.settings).await
+            })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

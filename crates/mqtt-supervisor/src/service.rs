@@ -2,17 +2,20 @@
 //!
 //! 1. HTTP listens first, so health answers `critical` while starting.
 //! 2. The database is awaited with progress lines, never a crash loop.
-//! 3. Migrations (unless `--no-migrate`), then the instance lock: one live
-//!    process per (sanitised) MQTT_INSTANCE_ID, or the two would fight over
-//!    client IDs (see [`crate::lock`]).
-//! 4. The recorder and the monitor start; `Ready` is logged once the first
-//!    reconcile has started every enabled row.
+//! 3. Migrations (unless `--no-migrate`). This process is one replica
+//!    (`{host}-{pid}`) of its (sanitised) MQTT_INSTANCE_ID: the lease
+//!    keeper takes its share of the connections through Postgres, so any
+//!    number of processes of an instance share them and never fight over
+//!    client IDs (see `supervisor::ownership`).
+//! 4. The recorder, the lease keeper and the monitor start; the monitor
+//!    runs actors for the owned connections only. `Ready` is logged once
+//!    the first reconcile ran.
 //! 5. On cancel (SIGTERM/SIGINT): one deadline, taken at the signal, bounds
 //!    every await on the way out, database queries included. Every actor
-//!    says goodbye in parallel, the last states are written, and the exit
-//!    line accounts for every task the service started ([`Tasks`]).
+//!    says goodbye in parallel, the last states are written, the leases are
+//!    given up (others take the connections at once), and the exit line
+//!    accounts for every task the service started ([`Tasks`]).
 
-use crate::lock;
 use anyhow::Context;
 use settings::Settings;
 use std::sync::{Arc, OnceLock};
@@ -42,6 +45,15 @@ pub async fn run(
     let pool_cell: Arc<OnceLock<PgPool>> = Arc::new(OnceLock::new());
     let inbox_cell: Arc<OnceLock<supervisor::inbox::Inbox>> = Arc::new(OnceLock::new());
     let control_cell = Arc::new(OnceLock::new());
+    let owned_cell = Arc::new(OnceLock::new());
+    // Unique per process even where host names and PIDs repeat (PID 1 in
+    // every container).
+    let replica_id = format!(
+        "{}-{}-{:04x}",
+        settings::host_label(),
+        std::process::id(),
+        fastrand::u16(..)
+    );
     let metrics = Arc::new(supervisor::Metrics::default());
     let tasks = Tasks::new();
 
@@ -62,6 +74,8 @@ pub async fn run(
         metrics: metrics.clone(),
         control: control_cell.clone(),
         last_rows: Arc::default(),
+        replica_id: replica_id.clone(),
+        owned: owned_cell.clone(),
     };
     let http_token = token.clone();
     tasks.spawn(TaskKind::Http, async move {
@@ -101,45 +115,49 @@ pub async fn run(
         tracing::info!("{}", store::migration_summary(&applied));
     }
 
-    let lock_key = settings::sanitize_client_id_part(&settings.instance_id);
-    let Some(acquired) = lock::acquire(&db_options, &lock_key, &token).await else {
-        return stop_early(&shutdown, &tasks).await;
+    // This process among the replicas of the instance: they share the
+    // connections through leases in Postgres (supervisor::ownership).
+    let lease_scope = settings::sanitize_client_id_part(&settings.instance_id);
+    let me = store::ReplicaInfo {
+        replica_id: replica_id.clone(),
+        // Instance IDs that sanitise alike give the same client IDs: they
+        // share one set of leases.
+        instance_id: lease_scope.clone(),
+        host: hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let stale = match token
-        .run_until_cancelled(store::mark_owned_stopped(&pool, &settings.instance_id))
+    // A previous process of this machine that died (a crash, SIGKILL, then
+    // supervisord's restart) holds leases for up to a period: its process
+    // is gone, so they are freed now instead.
+    if token
+        .run_until_cancelled(free_dead_local_replicas(&pool, &me))
+        .await
+        .is_none()
+    {
+        return stop_early(&shutdown, &tasks).await;
+    }
+    match token
+        .run_until_cancelled(store::mark_orphaned_stopped(&pool, &lease_scope))
         .await
     {
         None => return stop_early(&shutdown, &tasks).await,
-        Some(Ok(n)) => {
-            if n > 0 {
-                tracing::info!(rows = n, "Cleared states left by a previous run.");
-            }
-            n
+        Some(Ok(n)) if n > 0 => {
+            tracing::info!(rows = n, "Cleared states left by replicas that are gone.")
         }
+        Some(Ok(_)) => {}
         Some(Err(e)) => {
-            tracing::warn!(error = %e, "Could not clear states left by a previous run.");
-            0
-        }
-    };
-    // A previous holder may still be closing its connections when we had to
-    // wait for the lock, or when it left `connected` states behind.
-    if acquired.waited || stale > 0 {
-        let grace = lock::handover_grace(settings.shutdown_timeout);
-        tracing::info!(
-            instance_id = %settings.instance_id,
-            "Waiting {:.1} s for a previous process of this instance to let go before connecting.",
-            grace.as_secs_f64()
-        );
-        if token
-            .run_until_cancelled(tokio::time::sleep(grace))
-            .await
-            .is_none()
-        {
-            return stop_early(&shutdown, &tasks).await;
+            tracing::warn!(error = %e, "Could not clear states left by replicas that are gone.")
         }
     }
 
-    let recorder = Recorder::new(settings.instance_id.clone());
+    let recorder = Recorder::leased(replica_id.clone());
     let recorder_task = tasks.spawn(
         TaskKind::Recorder,
         recorder.clone().run(pool.clone(), token.child_token()),
@@ -147,7 +165,32 @@ pub async fn run(
     // Messages: stopped after the monitor, so that the actors' last marks
     // and stored messages still get written.
     let mail_token = tokio_util::sync::CancellationToken::new();
-    let (mail, mail_tasks) = Mail::new(pool.clone(), &settings, metrics.clone());
+    let (mut mail, mail_tasks) = Mail::new(pool.clone(), &settings, metrics.clone());
+    let guard = supervisor::ownership::LeaseGuard::closed();
+    mail.lease = guard.clone();
+    let (keeper, owned) = supervisor::ownership::Keeper::new(
+        pool.clone(),
+        me,
+        settings.lease_period,
+        guard,
+        fleet_rx.clone(),
+        metrics.clone(),
+    );
+    // Set once, here; nothing else sets it.
+    let _ = owned_cell.set(owned.clone());
+    let nudge = keeper.nudge();
+    let mut first_round = owned.clone();
+    let keeper_task = tasks.spawn(TaskKind::LeaseKeeper, keeper.run(token.child_token()));
+    // The monitor starts with this replica's first share, so that its first
+    // reconcile starts them (and says so once). A database that fails now
+    // only delays it; the keeper keeps trying.
+    if token
+        .run_until_cancelled(first_round.changed())
+        .await
+        .is_none()
+    {
+        return stop_early(&shutdown, &tasks).await;
+    }
     // Set once, here; nothing else sets it.
     let _ = inbox_cell.set(mail.inbox.clone());
     let inbox_task = tasks.spawn(
@@ -155,10 +198,6 @@ pub async fn run(
         mail_tasks.inbox.run(pool.clone(), mail_token.clone()),
     );
     let outbox_task = tasks.spawn(TaskKind::Outbox, mail_tasks.outbox.run(mail_token.clone()));
-    let keeper = tasks.spawn(
-        TaskKind::LockKeeper,
-        lock::keep(acquired.lock, db_options.clone(), lock_key, token.clone()),
-    );
     let timeout = settings.shutdown_timeout;
     // Keep a slice of the budget for writing the final states.
     let reserve = (timeout / 5).min(Duration::from_millis(500));
@@ -167,6 +206,8 @@ pub async fn run(
         MonitorOptions {
             settings: settings.clone(),
             final_write_reserve: reserve,
+            owned: Some(owned),
+            on_change: Some(nudge),
         },
         recorder.clone(),
         mail,
@@ -224,15 +265,22 @@ pub async fn run(
             "Writing the final connection states did not finish by the shutdown deadline; the next start marks them stopped."
         ),
     }
+    let _ = shutdown.bounded(keeper_task).await;
+    // Every connection is closed and its last state written: the leases go
+    // now, so other replicas take the connections at once.
+    match shutdown
+        .bounded(store::leave(&pool, &lease_scope, &replica_id))
+        .await
+    {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "Could not give up the connection leases; they expire within MQTT_LEASE_PERIOD.")
+        }
+        None => tracing::warn!(
+            "Giving up the connection leases did not finish by the shutdown deadline; they expire within MQTT_LEASE_PERIOD."
+        ),
+    }
     tasks.close();
-    // The lock comes back from its keeper and is released last, when every
-    // connection is closed.
-    let (lock, keeper_error) = match shutdown.bounded(keeper).await {
-        Some(Ok(Ok(lock))) => (lock, None),
-        Some(Ok(Err(e))) => (None, Some(e)),
-        Some(Err(e)) => (None, Some(anyhow::anyhow!("lock keeper task failed: {e}"))),
-        None => (None, None),
-    };
     let all_done = shutdown.bounded(tasks.wait()).await.is_some();
     let elapsed = shutdown.began().elapsed().as_secs_f64();
     if all_done {
@@ -248,11 +296,7 @@ pub async fn run(
             tasks.describe_running()
         );
     }
-    drop(lock);
-    match keeper_error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Says whether the database connection is encrypted, and warns when it is
@@ -281,6 +325,41 @@ async fn report_encryption(
             database = %address, error = %e,
             "Could not tell whether the database connection is encrypted."
         ),
+    }
+}
+
+/// Frees the leases of replicas registered from this machine (same host
+/// name and boot ID) whose process no longer exists. A process ID in use
+/// by another process is taken as alive (the leases then expire on their
+/// own); our own process ID is a previous life of this process's ID (a
+/// restarted container's PID 1).
+async fn free_dead_local_replicas(pool: &PgPool, me: &store::ReplicaInfo) {
+    let candidates = match store::local_replicas(pool, me).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not look for dead replicas of this machine.");
+            return;
+        }
+    };
+    let dead: Vec<String> = candidates
+        .into_iter()
+        .filter(|(_, pid)| {
+            *pid == me.pid || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .map(|(id, _)| id)
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    match store::expire_replicas(pool, &me.instance_id, &dead).await {
+        Ok(n) => tracing::info!(
+            replicas = %dead.join(", "), leases = n,
+            "Freed the leases of {} replica(s) of this machine whose process is gone.",
+            dead.len()
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not free the leases of dead replicas of this machine; they expire within MQTT_LEASE_PERIOD.")
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub async fn watch(shutdown: Shutdown) -> std::io::Result<()> {
         () = shutdown.token().cancelled() => "",
     };
     if first.is_empty() {
-        // Begun by the service itself (instance lock lost): a signal now is
+        // Begun by the service itself (it ended on its own): a signal now is
         // still a second one.
     } else {
         shutdown.begin_at(Instant::now());

@@ -22,6 +22,8 @@ pub struct ListedConnection {
     pub connected_since: Option<chrono::DateTime<chrono::Utc>>,
     pub cooldown_until: Option<chrono::DateTime<chrono::Utc>>,
     pub reconnects: Option<i64>,
+    /// The replica that last reported its state.
+    pub owner: Option<String>,
 }
 
 /// A connection to add. Optional fields left `None` take the table's defaults.
@@ -55,7 +57,7 @@ pub async fn list_connections(pool: &PgPool) -> Result<Vec<ListedConnection>, St
     Ok(sqlx::query_as::<_, ListedConnection>(
         "SELECT c.id, c.name, c.is_enabled, c.broker_host, c.broker_port, c.protocol, c.use_tls, \
                 s.status, s.client_id, s.last_error, s.detail, s.connected_since, \
-                s.cooldown_until, s.reconnects \
+                s.cooldown_until, s.reconnects, s.owner \
          FROM mqtt_connections c \
          LEFT JOIN mqtt_connection_state s ON s.connection_id = c.id \
          ORDER BY c.name",

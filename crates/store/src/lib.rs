@@ -1,7 +1,7 @@
 //! What is in the database: desired connections (`mqtt_connections`), the
 //! service's view of them (`mqtt_connection_state`, `mqtt_connection_events`),
 //! messages both ways (`mqtt_inbox`, `mqtt_outbox`), change notifications
-//! and the instance lock.
+//! and the replicas' connection leases.
 //!
 //! Every query of the service lives here; other crates see typed rows and
 //! [`StoreError`], never SQL.
@@ -13,8 +13,8 @@ mod connect;
 mod connections;
 mod encryption;
 mod inbox;
+mod leases;
 mod listener;
-mod lock;
 mod migrations;
 mod outbox;
 mod state;
@@ -32,8 +32,11 @@ pub use connect::{connect_options, database_address, describe_connect_error, wai
 pub use connections::{ConnectionRow, load_connections};
 pub use encryption::{Encryption, connection_encryption, is_local};
 pub use inbox::{InboundRecord, insert_inbound, prune_messages};
+pub use leases::{
+    LeaseView, ReplicaInfo, ReplicaRow, acquire_leases, expire_replicas, heartbeat, lease_view,
+    leave, list_replicas, local_replicas, mark_orphaned_stopped, release_leases, renew_leases,
+};
 pub use listener::{CHANNEL, Change, ChangeListener, OutboxChange, OutboxListener};
-pub use lock::InstanceLock;
 pub use migrations::{AppliedMigration, MIGRATOR, migrate, migration_summary};
 pub use outbox::{
     OUTBOX_CHANNEL, OutboxMarks, OutboxRow, connections_with_pending_outbox, fail_orphaned_outbox,

@@ -31,15 +31,19 @@ pub struct EventRecord {
 
 /// Upserts `states` and appends `events` in one transaction, as `owner`.
 /// States of rows deleted meanwhile are skipped (their state row went with
-/// them). Either all of it is stored or none; values the database refuses
+/// them). With `fenced`, so are states of connections another replica holds
+/// a live lease of: a replica that lost (or handed over) a connection never
+/// overwrites what its new owner reports, yet its last word on a row given
+/// up for good (disabled, deleted) still lands. Either all of it is stored or none; values the database refuses
 /// are reported as [`StoreError::Rejected`].
 pub async fn write_batch(
     pool: &PgPool,
     owner: &str,
+    fenced: bool,
     states: &[StateRecord],
     events: &[EventRecord],
 ) -> Result<(), StoreError> {
-    write_batch_inner(pool, owner, states, events)
+    write_batch_inner(pool, owner, fenced, states, events)
         .await
         .map_err(StoreError::classify)
 }
@@ -47,6 +51,7 @@ pub async fn write_batch(
 async fn write_batch_inner(
     pool: &PgPool,
     owner: &str,
+    fenced: bool,
     states: &[StateRecord],
     events: &[EventRecord],
 ) -> Result<(), sqlx::Error> {
@@ -70,6 +75,9 @@ async fn write_batch_inner(
                          $6::text[], $7::timestamptz[], $8::bigint[]) \
                   AS s(id, status, detail, client_id, since, err, cool, rec) \
              WHERE EXISTS (SELECT 1 FROM mqtt_connections c WHERE c.id = s.id) \
+               AND (NOT $10 OR NOT EXISTS (SELECT 1 FROM mqtt_connection_leases l \
+                                           WHERE l.connection_id = s.id AND l.owner <> $9 \
+                                             AND l.expires_at > now())) \
              ON CONFLICT (connection_id) DO UPDATE SET \
                 status = EXCLUDED.status, detail = EXCLUDED.detail, \
                 client_id = EXCLUDED.client_id, connected_since = EXCLUDED.connected_since, \
@@ -86,6 +94,7 @@ async fn write_batch_inner(
         .bind(&cooldowns)
         .bind(&reconnects)
         .bind(owner)
+        .bind(fenced)
         .execute(&mut *tx)
         .await?;
     }

@@ -34,8 +34,10 @@ pub struct Fleet {
     pub total_rows: usize,
     /// Enabled rows, valid or not.
     pub enabled_rows: usize,
-    /// One view per enabled row, ordered by id.
+    /// One view per enabled row this replica owns, ordered by id.
     pub connections: Vec<ConnectionView>,
+    /// Rows whose actors are still closing (stopped, replaced, given up).
+    pub closing: Vec<i64>,
 }
 
 /// Receiver side of the fleet snapshot.

@@ -15,6 +15,7 @@ pub mod mail;
 pub mod metrics;
 pub mod monitor;
 pub mod outbox;
+pub mod ownership;
 mod plan;
 pub mod recorder;
 pub mod shutdown;

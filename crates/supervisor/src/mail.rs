@@ -4,6 +4,7 @@
 use crate::inbox::{Inbox, InboxWriter};
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxHub, OutboxTask};
+use crate::ownership::LeaseGuard;
 use settings::Settings;
 use std::sync::Arc;
 use store::PgPool;
@@ -17,6 +18,9 @@ pub struct Mail {
     pub outbox: OutboxHub,
     /// The service's counters.
     pub metrics: Arc<Metrics>,
+    /// Until when this replica may connect (its leases); always, unless
+    /// the service sets the keeper's guard.
+    pub lease: LeaseGuard,
 }
 
 /// The background tasks behind [`Mail`]; run both.
@@ -43,6 +47,7 @@ impl Mail {
                 inbox,
                 outbox,
                 metrics,
+                lease: LeaseGuard::always(),
             },
             MailTasks {
                 inbox: writer,

@@ -73,6 +73,12 @@ pub struct Metrics {
     pub outbox_failed: Counter,
     /// One reconcile of the monitor (load, validate, apply), in seconds.
     pub reconcile_duration: Histogram,
+    /// Connection leases this replica took.
+    pub leases_acquired: Counter,
+    /// Connection leases this replica lost (not renewed in time).
+    pub leases_lost: Counter,
+    /// Connection leases this replica gave up to another after closing.
+    pub handovers: Counter,
 }
 
 impl Default for Metrics {
@@ -87,6 +93,9 @@ impl Default for Metrics {
             outbox_failed: Counter::default(),
             // 1 ms to about 24 s.
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.5, 12)),
+            leases_acquired: Counter::default(),
+            leases_lost: Counter::default(),
+            handovers: Counter::default(),
         };
         // Every label value exists from the start, at zero, so that
         // `rate()` and alerts see the series before the first event.

@@ -52,6 +52,9 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// The longest a reconcile waits for the rows.
+const LOAD_BOUND: Duration = Duration::from_secs(5);
+
 /// A crash this long ago no longer makes the next restart wait longer.
 const CRASH_MEMORY: Duration = Duration::from_secs(600);
 
@@ -63,6 +66,11 @@ pub struct MonitorOptions {
     /// The end of the shutdown kept for writing the final states: actors
     /// are waited for until the deadline less this.
     pub final_write_reserve: Duration,
+    /// The connections this replica owns (the lease keeper's); `None`: all.
+    pub owned: Option<watch::Receiver<crate::ownership::Owned>>,
+    /// Told of every change notification, so the lease keeper takes a new
+    /// row at once instead of at its next tick.
+    pub on_change: Option<Arc<Notify>>,
 }
 
 /// What the shutdown achieved.
@@ -122,6 +130,8 @@ pub struct Monitor {
     counters: HashMap<i64, Arc<ConnectionCounters>>,
     commands: mpsc::Receiver<control::Request>,
     control: MonitorControl,
+    owned: Option<watch::Receiver<crate::ownership::Owned>>,
+    on_change: Option<Arc<Notify>>,
 }
 
 impl Monitor {
@@ -166,6 +176,8 @@ impl Monitor {
             counters: HashMap::new(),
             commands,
             control,
+            owned: options.owned,
+            on_change: options.on_change,
         }
     }
 
@@ -201,7 +213,13 @@ impl Monitor {
                     self.command(command);
                     false
                 }
-                () = self.wake.notified() => true,
+                () = self.wake.notified() => {
+                    if let Some(keeper) = &self.on_change {
+                        keeper.notify_one();
+                    }
+                    true
+                }
+                true = owned_changed(&mut self.owned) => true,
                 () = tokio::time::sleep_until(due) => true,
             };
             if reconcile {
@@ -225,7 +243,11 @@ impl Monitor {
     /// Loads rows and applies the plan; returns when the next reconcile is due.
     async fn reconcile(&mut self) -> Instant {
         let began = Instant::now();
-        let loaded = store::load_connections(&self.pool).await;
+        // Bounded: a database that stops answering is unreachable, and the
+        // owned set is still applied below.
+        let loaded = tokio::time::timeout(LOAD_BOUND, store::load_connections(&self.pool))
+            .await
+            .unwrap_or(Err(store::StoreError::TimedOut));
         let load_ms = began.elapsed().as_secs_f64() * 1e3;
         let next = match loaded {
             Ok(rows) => {
@@ -242,6 +264,8 @@ impl Monitor {
                     .collect();
                 self.loads += 1;
                 let validated = Instant::now();
+                // Validated together, so that a client ID collision between
+                // rows owned by different replicas is still caught.
                 self.desired = validate_all(&rows, &self.settings);
                 tracing::debug!(
                     rows = rows.len(),
@@ -277,6 +301,15 @@ impl Monitor {
                 Instant::now() + delay
             }
         };
+        // Only the connections this replica owns, also when the load
+        // failed: a lease lost while the database is down stops its actor.
+        if let Some(owned) = &self.owned {
+            let owned = owned.borrow().clone();
+            self.desired.retain(|r| {
+                owned.contains(&r.as_ref().map_or_else(|invalid| invalid.id, |s| s.id))
+            });
+            self.counts.1 = self.desired.len();
+        }
         let applied = Instant::now();
         self.apply();
         tracing::debug!(
@@ -376,6 +409,15 @@ impl Monitor {
             );
         }
         self.invalid.retain(|id, _| seen.contains(id));
+    }
+}
+
+/// True when the owned set changed; pending forever without a keeper
+/// (and false once the keeper is gone, which only a shutdown does).
+async fn owned_changed(owned: &mut Option<watch::Receiver<crate::ownership::Owned>>) -> bool {
+    match owned {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

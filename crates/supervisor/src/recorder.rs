@@ -43,6 +43,8 @@ pub struct Recorder {
 
 struct Shared {
     owner: String,
+    /// Skips states of connections another replica holds the lease of.
+    fenced: bool,
     pending: Mutex<Pending>,
     wake: Notify,
     /// Records the database refused, dropped.
@@ -97,15 +99,23 @@ fn event_bytes(e: &EventRecord) -> usize {
 }
 
 impl Recorder {
-    /// A recorder writing as `owner` (the instance ID).
+    /// A recorder writing as `owner`, every state it is given.
     pub fn new(owner: impl Into<String>) -> Self {
-        Recorder::with_batch(owner, BATCH)
+        Recorder::with_batch(owner, BATCH, false)
     }
 
-    fn with_batch(owner: impl Into<String>, batch: usize) -> Self {
+    /// A recorder writing as the replica `owner`, except states of
+    /// connections another replica holds the lease of: what a replica
+    /// reports after losing a connection never overwrites the new owner's.
+    pub fn leased(owner: impl Into<String>) -> Self {
+        Recorder::with_batch(owner, BATCH, true)
+    }
+
+    fn with_batch(owner: impl Into<String>, batch: usize, fenced: bool) -> Self {
         Recorder {
             shared: Arc::new(Shared {
                 owner: owner.into(),
+                fenced,
                 pending: Mutex::new(Pending::default()),
                 wake: Notify::new(),
                 rejected: AtomicU64::new(0),
@@ -175,6 +185,7 @@ impl Recorder {
         let mut sink = flush::PgSink {
             pool,
             owner: &self.shared.owner,
+            fenced: self.shared.fenced,
         };
         flush::flush_into(self, &mut sink).await
     }

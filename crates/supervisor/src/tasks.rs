@@ -16,8 +16,8 @@ use tokio_util::task::TaskTracker;
 pub enum TaskKind {
     /// The axum server (health, later the API).
     Http,
-    /// Keeps the instance lock's database session alive.
-    LockKeeper,
+    /// Renews this replica's connection leases and takes its share.
+    LeaseKeeper,
     /// Writes connection states to the database.
     Recorder,
     /// Reconciles actors against the table.
@@ -36,7 +36,7 @@ impl TaskKind {
     /// Every kind, in the order the exit log lists them.
     pub const ALL: [TaskKind; 8] = [
         TaskKind::Http,
-        TaskKind::LockKeeper,
+        TaskKind::LeaseKeeper,
         TaskKind::Recorder,
         TaskKind::Monitor,
         TaskKind::Listener,
@@ -49,7 +49,7 @@ impl TaskKind {
     pub fn name(self) -> &'static str {
         match self {
             TaskKind::Http => "http",
-            TaskKind::LockKeeper => "lock keeper",
+            TaskKind::LeaseKeeper => "lease keeper",
             TaskKind::Recorder => "recorder",
             TaskKind::Monitor => "monitor",
             TaskKind::Listener => "listener",

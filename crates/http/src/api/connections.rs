@@ -295,6 +295,7 @@ fn summary(
         messages_in: 0,
         messages_out: 0,
         held: false,
+        owner: row.owner.clone(),
     };
     match view {
         Some(view) => {
@@ -308,6 +309,7 @@ fn summary(
             s.cooldown_until = state.cooldown_until;
             s.reconnects = state.reconnects;
             s.held = view.held;
+            s.owner = Some(app.replica_id.clone());
             if let Some(c) = &view.counters {
                 s.messages_in = c.received();
                 s.messages_out = c.published();

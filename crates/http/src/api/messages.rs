@@ -146,3 +146,24 @@ async fn connection_id(pool: &sqlx::PgPool, name: Option<&str>) -> Result<Option
         None => Err(store::StoreError::NotFound(name.to_owned()).into()),
     }
 }
+
+/// The replicas of this instance: heartbeats and shares.
+#[utoipa::path(
+    get,
+    path = "/api/v1/mqtt/replicas",
+    tag = "health",
+    responses(
+        (status = 200, body = super::views::ReplicaList),
+        (status = 503, description = "database unreachable", body = ErrorBody),
+    )
+)]
+pub(super) async fn replicas(
+    State(app): State<AppState>,
+) -> Result<Json<super::views::ReplicaList>, ApiError> {
+    let scope = settings::sanitize_client_id_part(&app.instance_id);
+    let rows = store::list_replicas(pool(&app)?, &scope).await?;
+    Ok(Json(super::views::ReplicaList {
+        replica_id: app.replica_id.clone(),
+        replicas: rows.into_iter().map(Into::into).collect(),
+    }))
+}

@@ -50,6 +50,8 @@ pub struct ConnectionSummary {
     pub messages_out: u64,
     /// Disconnected through the API and held down until a reconnect.
     pub held: bool,
+    /// The replica that runs it (or last reported its state).
+    pub owner: Option<String>,
 }
 
 /// One connection in full: its state, its configuration and its history.
@@ -233,5 +235,43 @@ mod tests {
             payload_as_text_or_hex(&[b'a', 0xc3], false),
             (None, Some("61c3".to_owned()))
         );
+    }
+}
+
+/// The replicas of this instance that the database knows.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplicaList {
+    /// This process.
+    pub replica_id: String,
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica: its heartbeat and its share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ReplicaView {
+    pub replica_id: String,
+    pub host: String,
+    pub pid: i32,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// Its heartbeat has not expired.
+    pub alive: bool,
+    /// Connections it holds the lease of.
+    pub owned: i64,
+}
+
+impl From<store::ReplicaRow> for ReplicaView {
+    fn from(r: store::ReplicaRow) -> Self {
+        ReplicaView {
+            replica_id: r.replica_id,
+            host: r.host,
+            pid: r.pid,
+            version: r.version,
+            started_at: r.started_at,
+            heartbeat_at: r.heartbeat_at,
+            alive: r.alive,
+            owned: r.owned,
+        }
     }
 }

@@ -38,6 +38,7 @@ fn fleet(running: bool, statuses: &[Status]) -> Fleet {
             .enumerate()
             .map(|(i, s)| view(i as i64 + 1, *s))
             .collect(),
+        closing: Vec::new(),
     }
 }
 
@@ -69,6 +70,8 @@ fn app(fleet: Fleet, pool: Option<PgPool>) -> AppState {
         metrics: Arc::default(),
         control: Arc::new(OnceLock::new()),
         last_rows: Arc::default(),
+        replica_id: "host-1".to_owned(),
+        owned: Arc::new(OnceLock::new()),
     }
 }
 

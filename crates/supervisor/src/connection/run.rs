@@ -33,6 +33,8 @@ type Fetch = Pin<Box<dyn Future<Output = (i64, Result<Vec<OutboxRow>, StoreError
 enum Ending {
     Stop,
     Lost(LinkError),
+    /// This replica's leases lapsed: close, then wait for them.
+    LeaseLost,
 }
 
 pub(super) struct ConnectionManager {
@@ -140,6 +142,12 @@ impl ConnectionManager {
                     s.cooldown_until = None;
                 });
             }
+            // Only while this replica holds its leases: a replica that
+            // could not renew (or was paused) never connects again, so it
+            // never kicks the connection's new owner off the broker.
+            if !self.mail.lease.valid() && !self.wait_for_lease().await {
+                return self.finish();
+            }
             self.policy.attempt(Instant::now());
             let outcome = loop {
                 let attempt = tokio::time::timeout(self.spec.connect_timeout, link.events.poll());
@@ -190,6 +198,11 @@ impl ConnectionManager {
                 Ending::Stop => {
                     self.goodbye(&mut link).await;
                     return self.finish();
+                }
+                Ending::LeaseLost => {
+                    tracing::warn!("This replica's leases lapsed; closing the connection.");
+                    self.goodbye(&mut link).await;
+                    // The next attempt waits for the lease (or a stop).
                 }
                 Ending::Lost(error) => {
                     let up_for = connected_at.elapsed();
@@ -284,6 +297,30 @@ impl ConnectionManager {
                 true
             }
         }
+    }
+
+    /// Waits until the replica's leases are renewed; false when stopped
+    /// meanwhile (the keeper has the monitor stop this actor when they are
+    /// lost for good).
+    async fn wait_for_lease(&mut self) -> bool {
+        tracing::info!("Not connecting: this replica's leases are not renewed; waiting.");
+        self.set(
+            Status::Disconnected,
+            "waiting for this replica's lease",
+            |s| {
+                s.connected_since = None;
+            },
+        );
+        while !self.mail.lease.valid() {
+            if self
+                .until_stopped(tokio::time::sleep(Duration::from_millis(250)))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// Runs `fut` unless the actor is stopped first.

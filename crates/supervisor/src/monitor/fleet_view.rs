@@ -69,6 +69,7 @@ impl Monitor {
             total_rows: self.counts.0,
             enabled_rows: self.counts.1,
             connections,
+            closing: self.stopping.keys().copied().collect(),
         }));
     }
 }

@@ -43,6 +43,8 @@ impl Monitor {
                 self.recorder
                     .record(spec.id, &spec.name, &spec.client_id, &state);
             }
+            // Readers (the lease keeper) learn that it has closed.
+            self.publish_fleet(true);
             return;
         };
         let Some(actor) = self.actors.remove(&id) else {

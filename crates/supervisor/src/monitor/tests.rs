@@ -34,6 +34,8 @@ fn monitor(pool: PgPool) -> (Monitor, FleetWatch, CancellationToken) {
         MonitorOptions {
             settings: settings(),
             final_write_reserve: Duration::from_millis(500),
+            owned: None,
+            on_change: None,
         },
         Recorder::new("t"),
         mail,

@@ -20,6 +20,7 @@ pub(super) trait Sink {
 pub(super) struct PgSink<'a> {
     pub(super) pool: &'a PgPool,
     pub(super) owner: &'a str,
+    pub(super) fenced: bool,
 }
 
 impl Sink for PgSink<'_> {
@@ -28,7 +29,7 @@ impl Sink for PgSink<'_> {
         states: &[StateRecord],
         events: &[EventRecord],
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        store::write_batch(self.pool, self.owner, states, events)
+        store::write_batch(self.pool, self.owner, self.fenced, states, events)
     }
 }
 

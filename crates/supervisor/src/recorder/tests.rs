@@ -74,7 +74,7 @@ use std::future::Future;
 
 #[tokio::test]
 async fn a_refused_record_is_dropped_alone() {
-    let r = Recorder::with_batch("t", 4);
+    let r = Recorder::with_batch("t", 4, false);
     for id in 1..=10 {
         record_raw(&r, id, if id == 7 { "BAD" } else { "ok" });
     }
@@ -91,7 +91,7 @@ async fn a_refused_record_is_dropped_alone() {
 
 #[tokio::test]
 async fn a_transient_failure_puts_back_only_what_was_not_committed() {
-    let r = Recorder::with_batch("t", 3);
+    let r = Recorder::with_batch("t", 3, false);
     for id in 1..=9 {
         record_raw(&r, id, "ok");
     }
@@ -114,7 +114,7 @@ async fn a_transient_failure_puts_back_only_what_was_not_committed() {
 
 #[tokio::test]
 async fn a_newer_state_wins_over_one_put_back() {
-    let r = Recorder::with_batch("t", 10);
+    let r = Recorder::with_batch("t", 10, false);
     record_raw(&r, 1, "old");
     let mut sink = Scripted {
         fail_on: vec![1],
@@ -140,7 +140,7 @@ async fn a_cancelled_flush_loses_nothing() {
             std::future::pending()
         }
     }
-    let r = Recorder::with_batch("t", 10);
+    let r = Recorder::with_batch("t", 10, false);
     for id in 1..=3 {
         record_raw(&r, id, "ok");
     }

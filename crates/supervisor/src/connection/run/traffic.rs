@@ -46,6 +46,9 @@ impl ConnectionManager {
         let (marked_tx, mut marked_rx) = mpsc::unbounded_channel();
         self.marked_tx = Some(marked_tx);
         let mut fetch: Option<Fetch> = None;
+        let lease = self.mail.lease.clone();
+        let revoked = lease.revoked();
+        tokio::pin!(revoked);
         loop {
             self.pump(client, &mut fetch);
             let event = {
@@ -54,6 +57,9 @@ impl ConnectionManager {
                 loop {
                     tokio::select! {
                         () = token.cancelled() => return Ending::Stop,
+                        // The replica's leases lapsed: say goodbye before
+                        // another replica may take the connection.
+                        () = &mut revoked => return Ending::LeaseLost,
                         // While too much waits for the writer, the broker waits.
                         event = &mut poll, if !self.backlog_full() => break event,
                         Some(stored) = stored_rx.recv() => self.stored(stored),
