@@ -92,7 +92,13 @@ async fn database_outage_keeps_connections_up_and_degrades_health(pool: PgPool) 
     let observer = Observer::start(broker.port(), "+/backend/status").await;
     let a = insert(&pool, &Row::new("site_a", broker.port())).await;
     let b = insert(&pool, &Row::new("site_b", broker.port())).await;
-    let app = App::spawn(&database_url(&pool), &[("MQTT_MONITOR_INTERVAL", "2")]);
+    // Connections outlive an outage of up to half the lease period (45 s
+    // here); a longer one closes them, since another replica could take
+    // them then (replicas::a_replica_cut_from_postgres_…).
+    let app = App::spawn(
+        &database_url(&pool),
+        &[("MQTT_MONITOR_INTERVAL", "2"), ("MQTT_LEASE_PERIOD", "90")],
+    );
     app.ready().await;
     for (id, name) in [(a, "site_a"), (b, "site_b")] {
         assert!(

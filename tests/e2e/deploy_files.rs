@@ -39,6 +39,7 @@ pub(crate) const DOCUMENTED_SETTINGS: &[&str] = &[
     "MQTT_OUTBOX_WINDOW",
     "MQTT_HTTP_ADDR",
     "MQTT_API_TOKEN",
+    "MQTT_LEASE_PERIOD",
     "MQTT_METRICS_PER_CONNECTION",
     "MQTT_LOG_FORMAT",
 ];

@@ -60,10 +60,13 @@ async fn a_flood_of_large_messages_stays_within_a_few_limits(pool: PgPool) {
     );
     assert_eq!(broker.connections(), 1, "the flood is not a reason to drop");
     // rumqttc's burst, plus the inbox queue (8 MiB), the batch being
-    // written, its encoded statement and the row being built.
+    // written, its encoded statement and the row being built. Measured
+    // growth 41–82 MiB on an idle or loaded 2-core machine (the allocator's
+    // arenas vary); the 240 MiB flood itself, stored unbounded, grew it by
+    // 272 MiB.
     let inbox_kib = 4 * 8 * 1024;
     assert!(
-        after < before + 12 * (LIMIT as u64 / 1024) + inbox_kib,
+        after < before + 16 * (LIMIT as u64 / 1024) + inbox_kib,
         "peak grew by {} KiB",
         after - before
     );

@@ -124,7 +124,7 @@ async fn migrate_says_what_it_applied(pool: PgPool) {
     assert!(
         first
             .output()
-            .contains("Applied 2 migrations: 20261122000001 connections, 20261206000001 messages."),
+            .contains("Applied 3 migrations: 20261122000001 connections, 20261206000001 messages, 20261207000001 replicas."),
         "{}",
         first.output()
     );

@@ -19,7 +19,7 @@ async fn migrate_with_verify_full_and_the_right_ca() {
     // By address (the certificate's IP SAN) and by name (its DNS SAN).
     // The first run applies the schema, the second finds nothing to do.
     for (host, said) in [
-        ("127.0.0.1", "Applied 2 migrations: "),
+        ("127.0.0.1", "Applied 3 migrations: "),
         (
             "localhost",
             "Database schema is up to date; nothing to apply.",

@@ -319,6 +319,7 @@ async fn the_openapi_document_lists_exactly_the_served_routes(pool: PgPool) {
         ("POST", "/api/v1/mqtt/connections/{name}/disconnect"),
         ("GET", "/api/v1/mqtt/messages"),
         ("GET", "/api/v1/mqtt/events"),
+        ("GET", "/api/v1/mqtt/replicas"),
     ]
     .iter()
     .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))

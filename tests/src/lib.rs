@@ -21,6 +21,12 @@
 //! users and topic ACL, and [`QUIRKS`] says how each behaves where brokers
 //! differ (docs/brokers.md repeats it).
 //!
+//! For replicas: several processes of one instance ([`Replicas`]: start,
+//! add, SIGKILL, SIGSTOP/SIGCONT, health and shares) and the broker's log as
+//! the judge of who held a client ID when ([`BrokerLog`]: connects,
+//! disconnects, takeovers, with the windows a frozen replica is excused
+//! for). The API as a client: [`Api`].
+//!
 //! Everything talks to loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,6 +35,7 @@ mod any_broker;
 mod api;
 mod app;
 mod broker;
+mod broker_log;
 mod db;
 mod db_proxy;
 mod fake_broker;
@@ -38,6 +45,7 @@ pub mod pg_tls;
 mod probe;
 mod quirks;
 mod rabbitmq;
+mod replicas;
 mod rumqttd;
 mod supervisord;
 mod table_lock;
@@ -47,6 +55,7 @@ pub use any_broker::{AnyBroker, DENIED_FILTER, LIMITED, LIMITED_PREFIX, SITE};
 pub use api::Api;
 pub use app::{App, binary_path, http_get, pump_output};
 pub use broker::Broker;
+pub use broker_log::{BrokerLog, Frozen, Happening, LogEvent, Takeover};
 pub use db::{Row, database_url, insert, state, wait_error, wait_status};
 pub use db_proxy::DbProxy;
 pub use fake_broker::{
@@ -56,6 +65,7 @@ pub use observer::{Foreign, Observer};
 pub use pg_tls::TlsPostgres;
 pub use quirks::{BrokerKind, OnBadPassword, OnDeniedSubscribe, OnTakeover, QUIRKS, Quirks};
 pub use rabbitmq::RabbitMq;
+pub use replicas::{Life, Replicas, THAW_GRACE, insert_sites, ports_of, tail};
 pub use rumqttd::Rumqttd;
 pub use supervisord::{PROGRAM, Supervisord, repo_root};
 pub use table_lock::{TableLock, hold_lock};

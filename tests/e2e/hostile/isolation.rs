@@ -19,7 +19,13 @@ async fn slow_goodbye_does_not_delay_another_row(pool: PgPool) {
     let slow = FakeBroker::start(vec![holds_after_disconnect()]).await;
     let broker = Broker::start().await;
     let a = insert(&pool, &Row::new("tenant_a", slow.port())).await;
-    let app = App::spawn(&database_url(&pool), &[("MQTT_CONNECT_TIMEOUT", "10s")]);
+    let app = App::spawn(
+        &database_url(&pool),
+        &[
+            ("MQTT_CONNECT_TIMEOUT", "10s"),
+            ("MQTT_LEASE_PERIOD", "22s"),
+        ],
+    );
     app.ready().await;
     assert!(
         wait_status(&pool, a, "connected", Duration::from_secs(10)).await,

@@ -182,6 +182,7 @@ async fn broker_that_never_closes_is_dropped_at_the_deadline(pool: PgPool) {
         &database_url(&pool),
         &[
             ("MQTT_CONNECT_TIMEOUT", "10s"),
+            ("MQTT_LEASE_PERIOD", "22s"),
             ("MQTT_SHUTDOWN_TIMEOUT", "2s"),
         ],
     );
