@@ -24,6 +24,7 @@
 mod control;
 mod decisions;
 mod fleet_view;
+mod invalid;
 mod listen;
 mod revive;
 mod stop;
@@ -39,7 +40,6 @@ use crate::shutdown::Shutdown;
 use crate::spec::{ConnectionSpec, InvalidRow};
 use crate::state::ConnectionState;
 use crate::tasks::{TaskKind, Tasks};
-use crate::untrusted::clean;
 use settings::Settings;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -377,38 +377,6 @@ impl Monitor {
             self.mail.clone(),
         );
         self.actors.insert(id, Actor { handle, abort });
-    }
-
-    /// Records invalid rows (once per reason) and forgets fixed ones.
-    fn refresh_invalid(&mut self) {
-        let mut seen = Vec::new();
-        for row in self.desired.iter().filter_map(|r| r.as_ref().err()) {
-            seen.push(row.id);
-            let unchanged = self
-                .invalid
-                .get(&row.id)
-                .is_some_and(|known| known.row == *row);
-            if unchanged {
-                continue;
-            }
-            let reason = row.to_string();
-            tracing::error!(
-                connection = %clean(&row.name), client_id = %row.client_id, error = %row.reason,
-                "Connection row is invalid; it stays down until the row is fixed."
-            );
-            let state = ConnectionState::invalid(&reason);
-            self.recorder
-                .record(row.id, &row.name, &row.client_id, &state);
-            let (_tx, rx) = watch::channel(state);
-            self.invalid.insert(
-                row.id,
-                Invalid {
-                    row: row.clone(),
-                    state: rx,
-                },
-            );
-        }
-        self.invalid.retain(|id, _| seen.contains(id));
     }
 }
 
