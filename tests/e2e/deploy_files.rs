@@ -110,6 +110,13 @@ fn compose_sets_only_documented_settings_with_valid_values() {
         .filter(|(k, _)| k.starts_with("MQTT_") && !env.iter().any(|(c, _)| c == k))
         .collect();
     env.extend(image);
+    check_config_accepts(&env);
+}
+
+/// `mqtt-supervisor check-config` with exactly `env` succeeds, warns about
+/// nothing (an unknown MQTT_* variable is only warned about: it would be
+/// ignored) and reports every variable as coming from the environment.
+pub(crate) fn check_config_accepts(env: &[(String, String)]) {
     let out = std::process::Command::new(binary_path())
         .arg("check-config")
         .env_clear()
@@ -123,7 +130,7 @@ fn compose_sets_only_documented_settings_with_valid_values() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!stdout.contains("warning"), "{stdout}");
-    for (key, _) in &env {
+    for (key, _) in env {
         let line = stdout.lines().find(|l| l.starts_with(&format!("{key} ")));
         assert!(
             line.is_some_and(|l| l.ends_with("# environment")),
